@@ -1,0 +1,3 @@
+"""PulseUp host agent."""
+
+__version__ = "0.1.0"
