@@ -1,0 +1,57 @@
+"""Service container: one lazily built instance per external system.
+
+Handlers reach services as ``ctx.services.docker`` and so on. Heavy imports
+(docker, git) happen on first use so the supervisor and light commands stay
+small. Background loops of services (samplers, watchers) are spawned through
+:meth:`Services.spawn` so they have one owner (STYLE: every greenlet has an
+owner) and are stopped with the worker.
+"""
+
+from functools import cached_property
+
+import gevent.pool
+
+from agent import log
+
+
+class EventSink:
+    """Where services push events outside a call; the worker plugs the connection in."""
+
+    def __init__(self):
+        self.target = None
+
+    def emit(self, event, data, durable=True):
+        if self.target is not None:
+            self.target(event, data, durable)
+
+
+class Services:
+    def __init__(self, cfg, events=None, ipc=None, status=None):
+        self.cfg = cfg
+        self.events = events or EventSink()
+        self.ipc = ipc            # supervisor IPC client, None when unavailable
+        self.status = status      # callable -> dict of connection/outbox figures
+        self.group = gevent.pool.Group()
+
+    def spawn(self, name, func, *args):
+        greenlet = self.group.spawn(func, *args)
+        greenlet.name = name
+        greenlet.link_exception(log.log_greenlet_crash)
+        return greenlet
+
+    def close(self, timeout=5.0):
+        for service in list(self.__dict__.values()):
+            close = getattr(service, "close", None)
+            if close is not None and service is not self:
+                close()
+        self.group.kill(timeout=timeout)
+
+    @cached_property
+    def system(self):
+        from agent.services.system import SystemService
+        return SystemService(self.cfg)
+
+    @cached_property
+    def docker(self):
+        from agent.services.docker import DockerService
+        return DockerService(self.cfg)

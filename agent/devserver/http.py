@@ -1,0 +1,190 @@
+"""A small HTTP/1.1 server loop over one (TLS) socket, built on h11.
+
+Why not gevent.pywsgi: the dev server needs the TLS peer certificate per request, a
+WebSocket upgrade on the same port and streamed request/response bodies (uploads, SSE);
+h11 (already a dependency of wsproto) gives all three with little code.
+"""
+
+import json
+import logging
+import urllib.parse
+
+import h11
+
+log = logging.getLogger(__name__)
+
+RECV_SIZE = 65536
+MAX_HEADER_BYTES = 64 * 1024
+MAX_JSON_BODY = 4 * 1024 * 1024
+REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized",
+           403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+           413: "Payload Too Large", 422: "Unprocessable Entity", 500: "Internal Server Error",
+           504: "Gateway Timeout"}
+
+
+class HttpError(Exception):
+    """Raised by handlers: answered as `{"success": false, "error": message}`."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Response:
+    """A complete body (`body` bytes) or a stream (`stream`, an iterable of bytes)."""
+
+    def __init__(self, status=200, body=b"", content_type="application/json", stream=None,
+                 headers=()):
+        self.status = status
+        self.body = body
+        self.stream = stream
+        self.headers = [("content-type", content_type)] + list(headers)
+
+
+def json_response(obj, status=200):
+    return Response(status, json.dumps(obj).encode())
+
+
+def error_response(status, message):
+    return json_response({"success": False, "error": message}, status)
+
+
+class Request:
+    """One parsed request; the body is read lazily from the connection."""
+
+    def __init__(self, conn, event, peer_cert_der):
+        self._conn = conn
+        target = event.target.decode("latin-1")
+        parsed = urllib.parse.urlsplit(target)
+        self.method = event.method.decode("ascii").upper()
+        self.path = parsed.path
+        self.query = dict(urllib.parse.parse_qsl(parsed.query))
+        self.raw_headers = list(event.headers)
+        self.headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in event.headers}
+        self.peer_cert_der = peer_cert_der
+        self.params = {}
+
+    def iter_body(self):
+        """Yield the request body in chunks as it arrives (constant memory)."""
+        return self._conn.iter_body()
+
+    def read_body(self, limit=MAX_JSON_BODY):
+        chunks, size = [], 0
+        for chunk in self.iter_body():
+            size += len(chunk)
+            if size > limit:
+                raise HttpError(413, "request body too large")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def json(self):
+        """The body as a JSON object ({} when empty); raises HttpError(400)."""
+        body = self.read_body()
+        if not body.strip():
+            return {}
+        try:
+            obj = json.loads(body)
+        except (ValueError, RecursionError) as e:
+            raise HttpError(400, "invalid JSON body") from e
+        if not isinstance(obj, dict):
+            raise HttpError(400, "JSON body must be an object")
+        return obj
+
+
+class HttpConnection:
+    """Serves requests on `sock` until it closes; `upgrade(req, sock, trailing)` takes over
+    the socket for a WebSocket upgrade, `handle(req) -> Response` answers everything else."""
+
+    def __init__(self, sock, handle, upgrade):
+        self.sock = sock
+        self._handle = handle
+        self._upgrade = upgrade
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        try:
+            self._peer_der = sock.getpeercert(binary_form=True)
+        except (ValueError, AttributeError):
+            self._peer_der = None
+
+    def _next_event(self):
+        while True:
+            event = self._h11.next_event()
+            if event is not h11.NEED_DATA:
+                return event
+            self._h11.receive_data(self.sock.recv(RECV_SIZE))
+
+    def iter_body(self):
+        while True:
+            event = self._next_event()
+            if isinstance(event, h11.Data):
+                yield bytes(event.data)
+            elif isinstance(event, (h11.EndOfMessage, h11.ConnectionClosed)) \
+                    or event is h11.PAUSED:
+                return
+
+    def serve(self):
+        try:
+            while self._serve_one():
+                self._h11.start_next_cycle()
+        except (h11.RemoteProtocolError, OSError) as e:
+            log.debug("http connection ended: %s", e)
+
+    def _serve_one(self):
+        """Handle one request; True if the connection can carry another one."""
+        event = self._next_event()
+        if not isinstance(event, h11.Request):
+            return False
+        req = Request(self, event, self._peer_der)
+        if self._is_websocket(req):
+            for _ in self.iter_body():   # h11 pauses after the upgrade request
+                pass
+            trailing, _closed = self._h11.trailing_data
+            self._upgrade(req, self.sock, trailing)
+            return False
+        response = self._respond(req)
+        self._send_response(response)
+        # Drain an unread body so the next request starts at the right byte.
+        if self._h11.their_state is h11.SEND_BODY:
+            for _ in self.iter_body():
+                pass
+        return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+
+    @staticmethod
+    def _is_websocket(req):
+        return (req.method == "GET" and "websocket" in req.headers.get("upgrade", "").lower())
+
+    def _respond(self, req):
+        try:
+            return self._handle(req)
+        except HttpError as e:
+            return error_response(e.status, e.message)
+        except Exception:  # an entry point: one bad request must not kill the server
+            log.exception("error handling %s %s", req.method, req.path)
+            return error_response(500, "internal server error")
+
+    def _send_response(self, response):
+        headers = list(response.headers)
+        if response.stream is None:
+            headers.append(("content-length", str(len(response.body))))
+        reason = REASONS.get(response.status, "Status").encode()
+        self._send(h11.Response(status_code=response.status, headers=headers, reason=reason))
+        if response.stream is None:
+            if response.body:
+                self._send(h11.Data(data=response.body))
+        else:
+            self._send_stream(response.stream)
+        self._send(h11.EndOfMessage())
+
+    def _send_stream(self, stream):
+        try:
+            for chunk in stream:
+                self._send(h11.Data(data=chunk))
+        finally:
+            close = getattr(stream, "close", None)
+            if close:
+                close()
+
+    def _send(self, event):
+        data = self._h11.send(event)
+        if data:
+            self.sock.sendall(data)

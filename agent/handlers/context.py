@@ -1,0 +1,73 @@
+"""What a handler gets besides its request: the call's context.
+
+The worker's dispatcher builds one per call. Handlers use it to reach the
+services, push events, check for cancellation, register secrets and cleanup,
+mark the point of no return and call the control plane.
+"""
+
+import time
+
+from agent import log
+from agent.errors import AgentError
+
+
+class CallContext:
+    def __init__(self, services, command, call_id=None, deadline=None, operation=None,
+                 emit=None, call_server=None):
+        self.services = services
+        self.cfg = services.cfg if services is not None else None
+        self.command = command
+        self.call_id = call_id
+        self.deadline = deadline          # time.monotonic() value, or None
+        self.operation = operation        # agent.worker.operations.Operation, or None
+        self._emit = emit
+        self._call_server = call_server
+        self._cleanups = []
+        self.secrets = []
+
+    def emit(self, event, data, durable=True):
+        """Push an event to the control plane; ``durable`` ones wait in the outbox
+        while disconnected, others (log chunks, live stats) are dropped then."""
+        if self._emit is not None:
+            self._emit(event, data, durable)
+
+    def call_server(self, event, data, timeout=30.0):
+        """An agent -> server call (commands.md 4); raises AgentError(unavailable)."""
+        if self._call_server is None:
+            raise AgentError("unavailable", "control plane is not connected")
+        return self._call_server(event, data, timeout)
+
+    def remaining(self):
+        """Seconds until the deadline (None when there is none)."""
+        return None if self.deadline is None else max(0.0, self.deadline - time.monotonic())
+
+    def check(self):
+        """Raise the operation's cancellation or deadline error if it has one."""
+        if self.operation is not None:
+            self.operation.raise_if_stopped()
+        elif self.deadline is not None and time.monotonic() >= self.deadline:
+            raise AgentError("deadline_exceeded", f"{self.command}: deadline exceeded")
+
+    def set_phase(self, phase):
+        if self.operation is not None:
+            self.operation.phase = phase
+
+    def point_of_no_return(self):
+        """From now on a cancel answers not_cancellable and the work completes."""
+        if self.operation is not None:
+            self.operation.pass_point_of_no_return()
+
+    def on_cancel(self, callback):
+        """Run ``callback()`` if the operation is cancelled (kill children, close streams)."""
+        if self.operation is not None:
+            self.operation.add_cleanup(callback)
+
+    def secret(self, value):
+        """Redact ``value`` from logs, errors and events of this call."""
+        if value:
+            log.register_secret(value)
+            self.secrets.append(value)
+
+    def close(self):
+        for value in self.secrets:
+            log.forget_secret(value)

@@ -1,0 +1,65 @@
+"""The explicit command registry (locust's ``register_message``, STYLE 9).
+
+A command is a name, a thin handler function ``func(ctx, request) -> dict``,
+the marshmallow schema its request is validated with before any greenlet is
+spawned, and for long-running commands an :class:`OperationSpec` (commands.md
+1.8: operation id, serialisation key, deadline default and maximum).
+"""
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+
+@dataclass(frozen=True)
+class OperationSpec:
+    kind: str                                  # "deploy", "backup", ...
+    operation_id: Callable[[dict], str]        # request -> "deploy:<uid>"
+    timeout_default: float
+    timeout_max: float
+    lock_key: Optional[Callable[[dict], str]] = None  # request -> FIFO key, e.g. service uid
+    cancellable: bool = True
+    preempting: bool = False                   # service.delete cancels queued/running ops of its key
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    func: Callable
+    schema: object = None          # marshmallow Schema instance, None = no validation
+    operation: Optional[OperationSpec] = None
+    raw: bool = False              # handler receives data verbatim (agent.ping echoes null)
+    privileged: bool = False       # needs the supervisor
+
+
+class Registry:
+    def __init__(self):
+        self._commands = {}
+
+    def add(self, name, func, schema=None, operation=None, raw=False, privileged=False):
+        if name in self._commands:
+            raise ValueError(f"command {name!r} is already registered")
+        self._commands[name] = Command(name, func, schema, operation, raw, privileged)
+
+    def command(self, name, schema=None, operation=None, raw=False, privileged=False):
+        """Decorator form of :meth:`add`."""
+        def decorate(func):
+            self.add(name, func, schema, operation, raw, privileged)
+            return func
+        return decorate
+
+    def get(self, name):
+        return self._commands.get(name)
+
+    def names(self):
+        return sorted(self._commands)
+
+    def __contains__(self, name):
+        return name in self._commands
+
+    def __len__(self):
+        return len(self._commands)
+
+
+def by_service(request):
+    """The usual serialisation key: the request's service_uid."""
+    return request["service_uid"]

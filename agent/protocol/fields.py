@@ -1,0 +1,93 @@
+"""Strict marshmallow fields and the base schema of every command request.
+
+commands.md 1.1: integers must be JSON integers (``"8080"`` and ``8080.5`` are
+refused), booleans JSON booleans; unknown keys are ignored; a key differing
+only in letter case is accepted when the exact key is absent (decisions 45).
+"""
+
+import re
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, validate
+
+from agent.errors import AgentError
+
+UID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+UID_RE = re.compile(UID_PATTERN)
+
+
+class StrictInteger(fields.Integer):
+    default_error_messages = {"invalid": "must be an integer"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictBoolean(fields.Boolean):
+    default_error_messages = {"invalid": "must be a boolean"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
+class StrictNumber(fields.Float):
+    default_error_messages = {"invalid": "must be a number"}
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise self.make_error("invalid")
+        return float(value)
+
+
+class StrictString(fields.String):
+    default_error_messages = {"invalid": "must be a string"}
+
+
+def Uid(**kwargs):
+    """service_uid / deployment_uid / backup_uid (commands.md 1.3)."""
+    return StrictString(validate=validate.Regexp(UID_RE, error=f"must match {UID_PATTERN}"), **kwargs)
+
+
+class RequestSchema(Schema):
+    """Base of every command's request schema."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    @pre_load
+    def _fold_case(self, data, **kwargs):
+        if not isinstance(data, dict):
+            raise ValidationError("request data must be an object", "_schema")
+        folded = dict(data)
+        for name, field in self.fields.items():
+            key = field.data_key or name
+            if key in data:
+                continue
+            for candidate in data:
+                if isinstance(candidate, str) and candidate.lower() == key.lower():
+                    folded[key] = data[candidate]
+                    break
+        return folded
+
+
+def load_request(schema, data):
+    """Validate ``data`` with ``schema`` (an instance); AgentError(invalid_argument) on failure."""
+    try:
+        return schema.load({} if data is None else data)
+    except ValidationError as exc:
+        field, message = _first_error(exc.messages)
+        if field in (None, "_schema"):
+            raise AgentError("invalid_argument", message) from None
+        raise AgentError("invalid_argument", f"{field}: {message}", field=field) from None
+
+
+def _first_error(messages, prefix=""):
+    if isinstance(messages, list):
+        return (prefix.rstrip(".") or None), "; ".join(str(m) for m in messages)
+    if isinstance(messages, dict):
+        key = sorted(messages, key=str)[0]
+        return _first_error(messages[key], f"{prefix}{key}.")
+    return (prefix.rstrip(".") or None), str(messages)
