@@ -1,0 +1,14 @@
+"""Root test configuration: gevent patches first, as in the real processes."""
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import os  # noqa: E402
+
+from hypothesis import settings  # noqa: E402
+
+# decisions 39: the `ci` profile; a full run lives in bench/.
+settings.register_profile("ci", max_examples=500, deadline=None)
+settings.register_profile("dev", max_examples=100, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")
