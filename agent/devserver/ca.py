@@ -60,6 +60,10 @@ def spki_pin(cert):
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
+def cert_pem(cert):
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
 def fingerprint(cert):
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 

@@ -143,11 +143,19 @@ class HttpConnection:
             return False
         response = self._respond(req)
         self._send_response(response)
-        # Drain an unread body so the next request starts at the right byte.
-        if self._h11.their_state is h11.SEND_BODY:
-            for _ in self.iter_body():
-                pass
+        if self._h11.their_state is h11.SEND_BODY and not self._drain(MAX_JSON_BODY):
+            return False
         return self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE
+
+    def _drain(self, limit):
+        """Read and drop an unread body (closing with unread bytes could reset the socket
+        before the client reads the answer); False if it is larger than `limit`."""
+        size = 0
+        for chunk in self.iter_body():
+            size += len(chunk)
+            if size > limit:
+                return False
+        return True
 
     @staticmethod
     def _is_websocket(req):
