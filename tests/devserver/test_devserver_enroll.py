@@ -7,14 +7,13 @@ import stat
 import time
 
 import pytest
-import requests
 import urllib3  # noqa: F401  (named in filterwarnings)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
 from agent.devserver.server import DevServer
-from devserver_client import TestAgent, admin, make_csr, post_enroll
+from devserver_client import HTTP, TestAgent, admin, make_csr, post_enroll
 
 
 def test_enroll_response_shape(server):
@@ -100,7 +99,7 @@ def test_file_modes(server):
 
 @pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_ca_pin_matches_the_spki_and_the_open_endpoint(server):
-    pem = requests.get(server.url + "/api/agent/ca", verify=False, timeout=5).text
+    pem = HTTP.get(server.url + "/api/agent/ca", verify=False, timeout=5).text
     ca = x509.load_pem_x509_certificate(pem.encode())
     spki = ca.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -112,7 +111,7 @@ def test_admin_endpoints_need_the_token(server):
     for method, path in [("POST", "/api/tokens"), ("GET", "/api/agents"),
                          ("POST", "/api/agents/x/calls"), ("GET", "/api/agents/x/events"),
                          ("POST", "/api/agents/x/revoke"), ("PUT", "/api/agents/x/answers/y")]:
-        resp = requests.request(method, server.url + path, verify=server.ca_file, timeout=5,
+        resp = HTTP.request(method, server.url + path, verify=server.ca_file, timeout=5,
                                 headers={"Authorization": "Bearer wrong"})
         assert resp.status_code == 401, path
     resp = admin(server).post(server.url + "/api/tokens", json={"ttl_s": 60})
@@ -122,7 +121,7 @@ def test_admin_endpoints_need_the_token(server):
 
 def _renew(server, identity, serial, cert=True):
     _, csr = make_csr(ed25519.Ed25519PrivateKey.generate())
-    return requests.post(server.url + "/api/agent/renew", verify=server.ca_file, timeout=10,
+    return HTTP.post(server.url + "/api/agent/renew", verify=server.ca_file, timeout=10,
                          cert=(identity.cert_file, identity.key_file) if cert else None,
                          json={"csr_pem": csr, "current_serial": serial})
 
