@@ -122,6 +122,8 @@ class DevServer:
         try:
             tls.settimeout(self.idle_timeout)
             HttpConnection(tls, self._api.handle, self._upgrade).serve()
+        except Exception:  # a connection's entry point: log, never take the server down
+            log.exception("connection from %s failed", address[0])
         finally:
             tls.close()
 
