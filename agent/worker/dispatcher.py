@@ -1,0 +1,287 @@
+"""Command dispatch: validate, admit, run in a bounded pool, answer.
+
+The reader hands every call/event/legacy message to :meth:`Dispatcher.handle`,
+which never waits (decisions 2): unknown commands and invalid payloads are
+answered before any greenlet exists; admitted calls run in one bounded
+``gevent.pool.Pool``; a call that finds the pool full waits in a bounded list
+for at most ``ADMISSION_WAIT`` and is then answered ``unavailable``.
+"""
+
+import collections
+import time
+import traceback
+
+import gevent
+import gevent.pool
+
+from agent import __version__, log
+from agent.errors import AgentError
+from agent.handlers.context import CallContext
+from agent.protocol import envelope
+from agent.protocol.fields import load_request
+from agent.worker.operations import Job, OperationTable
+
+_log = log.get("dispatcher")
+ADMISSION_WAIT = 1.0
+MAX_WAITING = 1024
+STARTED = time.monotonic()
+
+
+class Dispatcher:
+    def __init__(self, cfg, registry, services, outbox, calls, send_direct, call_server=None):
+        self.cfg = cfg
+        self.registry = registry
+        self.services = services
+        self.outbox = outbox
+        self.calls = calls
+        self.send_direct = send_direct      # frame -> None; for non-queued frames
+        self.call_server = call_server
+        self.pool = gevent.pool.Pool(cfg.max_concurrent_commands)
+        self.group = gevent.pool.Group()    # pump and deadline timers
+        self.operations = OperationTable(cfg.state_dir)
+        self.waiting = collections.deque()
+        self.running = {}                   # call_id -> Job
+        self.draining = False
+        self._pump = None
+
+    # -- intake ----------------------------------------------------------
+    def handle(self, message):
+        """Act on one call, event or legacy message; never blocks."""
+        if message.type == "call" and self._answered_before(message.call_id):
+            return
+        try:
+            job = self._prepare(message)
+        except AgentError as exc:
+            self._answer_error(message, exc)
+            return
+        if job is not None:
+            self._admit(job)
+
+    def _answered_before(self, call_id):
+        """Idempotency (protocol.md 5, decisions 5): never run a call_id twice."""
+        if call_id in self.calls.running:
+            return True
+        frame = self.calls.answered(call_id)
+        if frame is None:
+            return False
+        if not self.outbox.has_key(call_id):
+            self.outbox.put(frame, key=call_id)
+        return True
+
+    def _prepare(self, message):
+        if message.wrapper_error:
+            raise AgentError("invalid_argument", message.wrapper_error)
+        command = self.registry.get(message.event)
+        if command is None:
+            label = "command" if message.wrapped else "event"
+            raise AgentError("unimplemented", f"unknown {label}: {message.event}")
+        if self.draining:
+            raise AgentError("unavailable", "agent is shutting down")
+        if message.event in self.cfg.pulseup_disabled_commands:
+            raise AgentError("permission_denied", f"{message.event} is disabled on this host")
+        if message.type == "call" and self.outbox.full():
+            raise AgentError("unavailable", "outbox is full; try again after the agent reconnects")
+        if command.raw:
+            self._answer_inline(message, command)
+            return None
+        data = message.data if message.data is not None else {}
+        timeout = self._timeout(command, data)
+        request = load_request(command.schema, data) if command.schema is not None else data
+        return Job(message, command, request, timeout, command.operation)
+
+    def _timeout(self, command, data):
+        if not isinstance(data, dict):
+            return self.cfg.command_timeout
+        values = {k: data[k] for k in ("timeout_seconds", "_timeout_s") if k in data}
+        for key, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise AgentError("invalid_argument", f"{key}: must be a positive number", field=key)
+        if len(set(values.values())) > 1:
+            raise AgentError("invalid_argument", "timeout_seconds and _timeout_s differ", field="timeout_seconds")
+        spec = command.operation
+        if spec is None:
+            return self.cfg.command_timeout
+        if values:
+            requested = next(iter(values.values()))
+            if requested > spec.timeout_max:
+                raise AgentError("invalid_argument", f"timeout_seconds: at most {spec.timeout_max:g}",
+                                 field="timeout_seconds")
+            return float(requested)
+        return spec.timeout_default
+
+    def _answer_inline(self, message, command):
+        """agent.ping and friends: answered by the reader itself, no lock, no queue."""
+        ctx = CallContext(self.services, command.name, message.call_id)
+        data = message.data if message.data_present else {}
+        try:
+            result = command.func(ctx, data)
+        except AgentError as exc:
+            self._answer_error(message, exc)
+            return
+        self._answer(message, result)
+
+    # -- admission -------------------------------------------------------
+    def _admit(self, job):
+        if job.call_id and job.message.type == "call":
+            self.calls.start(job.call_id)
+            self.running[job.call_id] = job
+        if job.spec is not None:
+            try:
+                may_start = self.operations.admit(job)
+            except AgentError as exc:
+                self._finish(job, error=exc)
+                return
+            if job.spec.preempting:
+                self._preempt(job)
+            self.group.spawn(self._deadline_timer, job)
+            if not may_start:
+                job.phase = "queued"
+                return
+        self._to_pool(job)
+
+    def _preempt(self, job):
+        holder, queued = self.operations.others_of_key(job)
+        error = AgentError("cancelled", f"cancelled by {job.command.name}")
+        for victim in queued:
+            self.operations.dequeue(victim)
+            self._finish(victim, error=error)
+        if holder is not None and holder is not job:
+            holder.stop(error)
+
+    def _to_pool(self, job):
+        if self.pool.free_count() > 0 and not self.waiting:
+            self._spawn(job)
+            return
+        if len(self.waiting) >= MAX_WAITING:
+            self._finish(job, error=AgentError("unavailable", "agent is busy: too many waiting commands"))
+            return
+        self.waiting.append((time.monotonic(), job))
+        if self._pump is None or self._pump.dead:
+            self._pump = self.group.spawn(self._pump_waiting)
+
+    def _pump_waiting(self):
+        while self.waiting:
+            since, job = self.waiting[0]
+            left = ADMISSION_WAIT - (time.monotonic() - since)
+            if left <= 0 or self.draining:
+                self.waiting.popleft()
+                self._finish(job, error=AgentError("unavailable", "agent is busy: command pool is full"))
+                continue
+            if self.pool.wait_available(timeout=left) and self.pool.free_count() > 0:
+                self.waiting.popleft()
+                self._spawn(job)
+
+    def _spawn(self, job):
+        job.state, job.started_wall = "running", time.time()
+        job.greenlet = self.pool.spawn(self._run, job)
+        if job.spec is None:
+            self.group.spawn(self._deadline_timer, job)
+
+    def _deadline_timer(self, job):
+        gevent.sleep(max(0.0, job.deadline - time.monotonic()))
+        if job.answered:
+            return
+        error = AgentError("deadline_exceeded", f"{job.command.name}: deadline exceeded")
+        if job.state == "queued":
+            self.operations.dequeue(job)
+            self._finish(job, error=error)
+        else:
+            job.stop(error)
+
+    # -- running ---------------------------------------------------------
+    def _run(self, job):
+        ctx = CallContext(self.services, job.command.name, job.call_id, job.deadline,
+                          job if job.spec else None, self._emit, self.call_server)
+        try:
+            result = job.command.func(ctx, job.request)
+        except AgentError as exc:
+            self._finish(job, error=job.stop_error if job.stop_error is not None else exc)
+        except gevent.GreenletExit:
+            self._finish(job, error=job.stop_error or AgentError("cancelled", "operation cancelled"))
+        except Exception as exc:  # the dispatcher is one of the two places that catch everything
+            _log.error("command %s failed: %s", job.command.name, traceback.format_exc())
+            self._finish(job, error=AgentError("internal", f"internal error: {type(exc).__name__}: {exc}"))
+        else:
+            self._finish(job, result=result)
+        finally:
+            ctx.close()
+
+    def _finish(self, job, result=None, error=None):
+        if job.answered:
+            return
+        job.answered = True
+        self.running.pop(job.call_id, None)
+        if job.spec is not None:
+            following = self.operations.release(job)
+            if following is not None:
+                self._to_pool(following)
+        if error is not None:
+            self._answer_error(job.message, error, job.operation_id)
+        else:
+            self._answer(job.message, result)
+
+    # -- answers ---------------------------------------------------------
+    def _answer(self, message, result):
+        if message.type == "legacy":
+            self.send_direct(envelope.legacy_response(True, result))
+        elif message.type == "call":
+            self._respond(message.call_id, envelope.response_frame(message.call_id, True, result))
+
+    def _answer_error(self, message, exc, operation_id=None):
+        if message.type == "legacy":
+            self.send_direct(envelope.legacy_response(False, exc.reply_data(), exc.message, exc.code))
+        elif message.type == "call":
+            self._respond(message.call_id, envelope.error_response(message.call_id, exc, operation_id))
+        else:
+            _log.warning("event %s failed: %s (%s)", message.event, exc.message, exc.code)
+
+    def _respond(self, call_id, frame):
+        frame = _fit(frame)
+        self.calls.finish(call_id, frame)
+        self.outbox.put(frame, key=call_id)
+
+    def _emit(self, event, data, durable=None):
+        frame = _fit(envelope.event_frame(event, data))
+        if event in envelope.DURABLE_EVENTS:
+            self.outbox.put(frame)
+        else:
+            self.send_direct(frame, droppable=True)
+
+    # -- cancel and shutdown ---------------------------------------------
+    def cancel(self, call_id=None, job=None, reason="cancelled by the control plane"):
+        """Cancel a call; returns "cancelling"/"not_cancellable" or raises AgentError(not_found)."""
+        job = job or self.running.get(call_id)
+        if job is None or job.answered:
+            raise AgentError("not_found", f"no running call {call_id}")
+        if job.spec is None or not job.spec.cancellable:
+            raise AgentError("not_cancellable", f"{job.command.name} cannot be cancelled")
+        error = AgentError("cancelled", reason)
+        if job.state == "queued":
+            self.operations.dequeue(job)
+            self._finish(job, error=error)
+            return "cancelling"
+        return job.stop(error)
+
+    def drain(self, timeout):
+        """Stop intake (new calls get unavailable) and wait for running calls."""
+        self.draining = True
+        self.pool.join(timeout=timeout)
+        return len(self.pool) == 0
+
+    def uptime(self):
+        return time.monotonic() - STARTED
+
+    @property
+    def version(self):
+        return __version__
+
+
+def _fit(frame):
+    """commands.md 1.1: outbound frames never exceed 512 KiB."""
+    if len(envelope.encode(frame)) <= envelope.MAX_OUTBOUND_BYTES:
+        return frame
+    if frame.get("type") == "response":
+        error = AgentError("internal", "internal error: reply exceeds 512 KiB")
+        return envelope.error_response(frame["call_id"], error)
+    _log.error("dropping oversized %s event", frame.get("event"))
+    return envelope.event_frame(frame.get("event"), {"error": "event exceeded 512 KiB and was dropped"})

@@ -1,0 +1,190 @@
+"""The worker process: build the objects, then run them (STYLE 10).
+
+``worker_main`` refuses to run as root, loads or enrolls the identity, starts
+the link and the services, tells systemd it is ready (decisions 13: without
+waiting for the control plane), and shuts down in three stages on SIGTERM:
+stop intake, drain the pool within GRACEFUL_TIMEOUT, close with 1001.
+"""
+
+import os
+import signal
+import sys
+import time
+
+import gevent
+import gevent.event
+
+from agent import exitcodes, log, sdnotify
+from agent.errors import AgentError
+from agent.handlers import build_registry
+from agent.protocol import envelope
+from agent.services import EventSink, Services
+from agent.worker.connection import LinkStopped
+from agent.worker.dispatcher import Dispatcher
+from agent.worker.link import Link
+from agent.worker.operations import load_interrupted
+from agent.worker.outbox import CallLog, Outbox
+
+_log = log.get("worker")
+RESTARTED = "agent restarted during operation"
+
+
+class Worker:
+    def __init__(self, cfg, identity, registry=None, ipc=None):
+        self.cfg = cfg
+        self.events = EventSink()
+        self.outbox = Outbox(cfg.state_dir, cfg.outbox_max_messages, cfg.outbox_max_bytes)
+        self.calls = CallLog(cfg.state_dir)
+        self.link = Link(cfg, identity, self.outbox, self._on_authenticated, self._reenroll)
+        self.services = Services(cfg, self.events, ipc=ipc, status=self.link.status)
+        self.dispatcher = Dispatcher(cfg, registry or build_registry(), self.services, self.outbox,
+                                     self.calls, self.link.send_direct, self.link.call_server)
+        self.services.dispatcher = self.dispatcher
+        self.link.dispatcher = self.dispatcher
+        self.events.target = self.dispatcher._emit
+        self.stopping = gevent.event.Event()
+        self._first_auth = True
+        self._recover()
+
+    def _recover(self):
+        """decisions 5 and commands.md 1.8.7: answer and report what a restart interrupted."""
+        error = AgentError("internal", RESTARTED)
+        for call_id in self.calls.interrupted:
+            frame = envelope.error_response(call_id, error)
+            self.calls.finish(call_id, frame)
+            self.outbox.put(frame, key=call_id)
+        for record in load_interrupted(self.cfg.state_dir):
+            event = _terminal_event(record)
+            if event is not None:
+                self.outbox.put(envelope.event_frame(*event))
+
+    def _on_authenticated(self, link):
+        hardware = _hardware_event(self.services)
+        if hardware is not None:
+            link.send_direct(envelope.event_frame("register_hardware_info", hardware))
+        sdnotify.notify(f"STATUS=connected as {link.server_uid}")
+        if self.services.ipc is not None:
+            self.services.spawn("worker-status", self._tell_supervisor)
+        if self._first_auth:
+            self._first_auth = False
+            self._start_after_first_auth()
+
+    def _start_after_first_auth(self):
+        """commands.md 2.3: monitoring starts after the first authenticated connection."""
+        monitoring = _optional(self.services, "monitoring")
+        if monitoring is not None and hasattr(monitoring, "start"):
+            monitoring.start()
+
+    def _tell_supervisor(self):
+        from agent import __version__
+        try:
+            self.services.ipc.call("worker.status", {"connected": True, "version": __version__}, timeout=5)
+        except AgentError as exc:
+            _log.info("could not report status to the supervisor: %s", exc.message)
+
+    def _reenroll(self):
+        if not self.cfg.join_token:
+            return None
+        from agent.worker.identity import enroll
+        return enroll(self.cfg, self.cfg.join_token, self.services.system.hardware_info())
+
+    def run(self):
+        """Serve until SIGTERM or the link gives up; returns the exit code."""
+        for name in ("system", "docker_events"):
+            service = _optional(self.services, name)
+            if service is not None and hasattr(service, "start"):
+                service.start(self.services)
+        link = self.services.spawn("link", self.link.run)
+        sdnotify.notify("READY=1", "STATUS=connecting")
+        gevent.wait([self.stopping, link], count=1)
+        if link.ready() and isinstance(link.exception, LinkStopped):
+            _log.error("%s", link.exception)
+            self.close()
+            return link.exception.exit_code
+        return self.shutdown()
+
+    def shutdown(self):
+        """decisions 8: keep reading, refuse new calls, drain, close 1001."""
+        sdnotify.notify("STOPPING=1")
+        _log.info("shutting down: draining %d running commands", len(self.dispatcher.pool))
+        drained = self.dispatcher.drain(self.cfg.graceful_timeout)
+        if not drained:
+            _log.warning("graceful timeout: %d commands still running", len(self.dispatcher.pool))
+        self._flush_outbox(deadline=time.monotonic() + 2.0)
+        self.link.stop()
+        self.close()
+        return exitcodes.OK
+
+    def _flush_outbox(self, deadline):
+        while len(self.outbox) and self.link.connected.is_set() and time.monotonic() < deadline:
+            gevent.sleep(0.05)
+
+    def close(self):
+        self.dispatcher.pool.kill(timeout=1)
+        self.services.close(timeout=2)
+        self.outbox.close()
+        self.calls.close()
+
+
+def _optional(services, name):
+    try:
+        return getattr(services, name)
+    except (AttributeError, ImportError):
+        return None
+
+
+def _hardware_event(services):
+    try:
+        info = services.system.hardware_info()
+    except Exception:  # hardware info must not stop the connection
+        _log.exception("cannot collect hardware info")
+        return None
+    return services.system.register_payload(info) if hasattr(services.system, "register_payload") else info
+
+
+def _terminal_event(record):
+    stamp = int(time.time())
+    if record.get("deployment_uid"):
+        return "update_deployment_status", {
+            "deployment_uid": record["deployment_uid"], "service_uid": record.get("service_uid"),
+            "status": "failed", "error": RESTARTED, "code": "internal", "timestamp": stamp}
+    if record.get("backup_uid"):
+        return "backup_status_update", {
+            "backup_uid": record["backup_uid"], "service_uid": record.get("service_uid"),
+            "status": "failed", "backup_type": record.get("backup_type", "manual"),
+            "error_message": RESTARTED, "error_code": "internal"}
+    return None
+
+
+def _check_transport(cfg):
+    if not cfg.websocket_url:
+        return "WEBSOCKET_URL is not set (expected wss://HOST/ws/agent_v2)"
+    if cfg.websocket_url.startswith("ws://") and not cfg.allow_insecure_transport:
+        return f"refusing insecure {cfg.websocket_url}: use wss:// (ALLOW_INSECURE_TRANSPORT=true is for development only)"
+    return None
+
+
+def worker_main(cfg, registry=None, ipc=None):
+    if os.geteuid() == 0:
+        print("pulseup-agent worker: refusing to run as root; use `run` or the pulseup-worker unit",
+              file=sys.stderr)
+        return exitcodes.NO_PERMISSION
+    problem = _check_transport(cfg)
+    if problem:
+        print(f"pulseup-agent worker: config error: {problem}", file=sys.stderr)
+        return exitcodes.CONFIG
+    from agent.worker.identity import EnrollmentError, ensure_identity
+    from agent.services.system import SystemService
+    try:
+        identity = ensure_identity(cfg, SystemService(cfg).hardware_info())
+    except EnrollmentError as exc:
+        _log.error("%s", exc)
+        return exc.exit_code
+    if ipc is None:
+        from agent.worker.ipc_client import SupervisorClient
+        ipc = SupervisorClient(cfg.supervisor_socket)  # connects lazily
+    worker = Worker(cfg, identity, registry, ipc)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        # STYLE 2: handlers only record; the run loop acts
+        gevent.signal_handler(signum, worker.stopping.set)
+    return worker.run()

@@ -1,0 +1,190 @@
+"""Durable delivery: the outbox and the call log (protocol.md 5, decisions 5).
+
+The :class:`Outbox` keeps responses and status events in order until they
+are written to the socket, bounded in count and bytes; when full it drops the
+oldest non-terminal events (counted) and never a response or terminal event.
+The :class:`CallLog` remembers running and finished ``call_id``s so a re-sent
+call is never run twice.
+"""
+
+import collections
+import os
+import time
+
+import gevent.event
+
+from agent import log
+from agent.protocol import envelope
+from agent.worker.journal import Journal
+
+_log = log.get("outbox")
+
+
+class Outbox:
+    def __init__(self, state_dir, max_messages=10_000, max_bytes=64 * 1024**2):
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.dropped = 0
+        self.bytes = 0
+        self._entries = collections.OrderedDict()   # seq -> (text, droppable, key)
+        self._keys = {}                              # key (call_id) -> seq
+        self._seq = 0
+        self.ready = gevent.event.Event()
+        self._journal = Journal(os.path.join(state_dir, "outbox.journal"))
+        self._replay()
+
+    def _replay(self):
+        for record in self._journal.load():
+            if "+" in record:
+                self._store(record["+"], record["f"], record["d"], record.get("k"))
+            else:
+                self._drop_entry(record.get("-"))
+            self._seq = max(self._seq, record.get("+", record.get("-", 0)))
+        self._compact()
+        if self._entries:
+            _log.info("outbox holds %d messages from before the restart", len(self._entries))
+            self.ready.set()
+
+    def __len__(self):
+        return len(self._entries)
+
+    def has_key(self, key):
+        return key in self._keys
+
+    def put(self, frame, key=None):
+        """Queue ``frame`` (a dict); False when it had to be refused (full of undroppables).
+
+        ``key`` (a response's call_id) lets the dispatcher see that a reply is still queued.
+        """
+        text = envelope.encode(frame)
+        droppable = frame.get("type") == "event" and not envelope.is_terminal_event(frame)
+        while self._over(len(text)):
+            if not self._drop_oldest_droppable():
+                if droppable:
+                    self.dropped += 1
+                    return False
+                _log.error("outbox is full of responses; queueing beyond its bound")
+                break
+        self._seq += 1
+        self._store(self._seq, text, droppable, key)
+        self._journal.append({"+": self._seq, "f": text, "d": droppable, "k": key})
+        self.ready.set()
+        return True
+
+    def full(self):
+        """True when no room is left even after dropping events (decisions 5: refuse calls)."""
+        undroppable = sum(1 for _, d, _ in self._entries.values() if not d)
+        return undroppable >= self.max_messages
+
+    def peek(self):
+        """(seq, text) of the oldest entry, or None."""
+        for seq, (text, _, _) in self._entries.items():
+            return seq, text
+        self.ready.clear()
+        return None
+
+    def ack(self, seq):
+        """The entry was written to the socket: forget it."""
+        if self._drop_entry(seq):
+            self._journal.append({"-": seq})
+        if not self._entries:
+            self.ready.clear()
+            if self._journal.lines > 1000:
+                self._compact()
+
+    def flush(self):
+        self._journal.flush()
+
+    def close(self):
+        self._journal.close()
+
+    def _over(self, extra):
+        return len(self._entries) + 1 > self.max_messages or self.bytes + extra > self.max_bytes
+
+    def _drop_oldest_droppable(self):
+        for seq, (_, droppable, _) in self._entries.items():
+            if droppable:
+                self._drop_entry(seq)
+                self._journal.append({"-": seq})
+                self.dropped += 1
+                return True
+        return False
+
+    def _drop_entry(self, seq):
+        entry = self._entries.pop(seq, None)
+        if entry is not None:
+            self.bytes -= len(entry[0])
+            if entry[2] is not None:
+                self._keys.pop(entry[2], None)
+        return entry is not None
+
+    def _store(self, seq, text, droppable, key):
+        self._entries[seq] = (text, droppable, key)
+        self.bytes += len(text)
+        if key is not None:
+            self._keys[key] = seq
+
+    def _compact(self):
+        self._journal.rewrite([{"+": s, "f": t, "d": d, "k": k} for s, (t, d, k) in self._entries.items()])
+
+
+class CallLog:
+    """The last ``limit`` call outcomes for ``ttl`` seconds, plus running calls."""
+
+    def __init__(self, state_dir, limit=1000, ttl=3600.0):
+        self.limit = limit
+        self.ttl = ttl
+        self.running = {}                              # call_id -> started (wall time)
+        self.done = collections.OrderedDict()          # call_id -> (finished, response frame)
+        self._journal = Journal(os.path.join(state_dir, "calls.journal"))
+        self.interrupted = self._replay()
+
+    def _replay(self):
+        for record in self._journal.load():
+            call_id = record["c"]
+            if record["s"] == "run":
+                self.running[call_id] = record["t"]
+            else:
+                self.running.pop(call_id, None)
+                self.done[call_id] = (record["t"], record["r"])
+        interrupted = list(self.running)
+        self.running.clear()
+        self._expire()
+        self._compact()
+        return interrupted
+
+    def start(self, call_id):
+        self.running[call_id] = time.time()
+        self._journal.append({"c": call_id, "s": "run", "t": self.running[call_id]})
+
+    def finish(self, call_id, frame):
+        self.running.pop(call_id, None)
+        now = time.time()
+        self.done[call_id] = (now, frame)
+        self.done.move_to_end(call_id)
+        self._journal.append({"c": call_id, "s": "done", "t": now, "r": frame})
+        self._expire()
+        if self._journal.lines > 3 * self.limit:
+            self._compact()
+
+    def answered(self, call_id):
+        """The stored response frame of a finished call, or None."""
+        self._expire()
+        entry = self.done.get(call_id)
+        return entry[1] if entry else None
+
+    def flush(self):
+        self._journal.flush()
+
+    def close(self):
+        self._journal.close()
+
+    def _expire(self):
+        horizon = time.time() - self.ttl
+        while self.done and (len(self.done) > self.limit or next(iter(self.done.values()))[0] < horizon):
+            self.done.popitem(last=False)
+
+    def _compact(self):
+        records = [{"c": c, "s": "run", "t": t} for c, t in self.running.items()]
+        records += [{"c": c, "s": "done", "t": t, "r": r} for c, (t, r) in self.done.items()]
+        self._journal.rewrite(records)
