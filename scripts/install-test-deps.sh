@@ -9,9 +9,12 @@
 # instances of every service themselves.
 set -eu
 
+# The clients (mariadb-client, redis-tools, postgresql-client) come with the servers but are
+# named because the tests call them; libc-bin gives ldd for the Caddy image.
 PACKAGES="docker.io caddy git busybox-static postgresql mariadb-server \
 redis-server zstd debootstrap iproute2 curl ca-certificates python3-venv \
-docker-compose procps util-linux tar"
+docker-compose mariadb-client redis-tools postgresql-client libc-bin procps \
+util-linux mount tar"
 
 # pidfiles of the system-wide instances the Debian packages would start.
 SYSTEM_PIDFILES="/run/mysqld/mysqld.pid /run/redis/redis-server.pid \

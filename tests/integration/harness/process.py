@@ -4,6 +4,7 @@ Every service runs in its own session (process group) so that teardown can signa
 group; its output goes to a log file whose tail is quoted when it fails to start.
 """
 import ctypes
+import glob
 import os
 import shutil
 import signal
@@ -12,7 +13,12 @@ import subprocess
 import tempfile
 import time
 
+import psutil
+
 LOG_TAIL_LINES = 40
+# Appended to PATH for services: a non-login root shell may lack the sbin dirs where
+# dockerd, docker-proxy and mariadbd live.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PR_SET_PDEATHSIG = 1
 
 
@@ -20,12 +26,50 @@ class ServiceError(RuntimeError):
     """A service was installed but did not start or answer in time."""
 
 
+TEMP_PREFIX = "pulseup-it-"
+OWNER_FILE = ".pulseup-it-owner"
+
+
 def make_tempdir(prefix, owner=None):
-    """A fresh private dir under /tmp; short on purpose (unix socket paths max 107 bytes)."""
-    path = tempfile.mkdtemp(prefix=f"pulseup-it-{prefix}-", dir="/tmp")
+    """A fresh private dir under /tmp; short on purpose (unix socket paths max 107 bytes).
+
+    It records which process made it, so that a later session can sweep the dirs of a run
+    that was killed before its teardown (see sweep_stale_dirs).
+    """
+    path = tempfile.mkdtemp(prefix=f"{TEMP_PREFIX}{prefix}-", dir="/tmp")
+    with open(os.path.join(path, OWNER_FILE), "w") as f:
+        f.write(_process_identity(os.getpid()))
     if owner is not None:
         shutil.chown(path, user=owner, group=owner)
     return path
+
+
+def _process_identity(pid):
+    """pid plus its start time, so a recycled pid is not mistaken for the owner."""
+    try:
+        return f"{pid} {psutil.Process(pid).create_time()}"
+    except psutil.Error:
+        return ""
+
+
+def sweep_stale_dirs(release):
+    """Delete /tmp/pulseup-it-* dirs whose owning process is gone. `release(dir)` first
+    ends processes and unmounts what a killed session may have left there."""
+    for path in glob.glob(f"/tmp/{TEMP_PREFIX}*"):
+        try:
+            with open(os.path.join(path, OWNER_FILE)) as f:
+                recorded = f.read().strip()
+        except OSError:
+            continue  # not ours, or still being created
+        pid = int(recorded.split()[0]) if recorded else 0
+        if recorded and _process_identity(pid) == recorded:
+            continue  # a live session (possibly another developer's) still uses it
+        try:
+            release(path)
+        except ServiceError as e:  # leave it for a later sweep, tell why
+            print(f"cannot sweep {path}: {e}")
+            continue
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def free_port():
@@ -33,6 +77,10 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def search_path():
+    return os.environ.get("PATH", "") + os.pathsep + SYSTEM_PATH
 
 
 def port_open(port, host="127.0.0.1"):

@@ -10,6 +10,8 @@ import shutil
 
 import pytest
 
+from .process import search_path
+
 # What each service needs on the host besides root on Debian: executables and system users.
 _NEEDS = {
     "docker": {"bins": ["dockerd", "containerd", "docker-proxy"]},
@@ -42,7 +44,7 @@ def missing_requirements(name):
         return "not a Debian host"
     needs = _NEEDS.get(name, {})
     for binary in needs.get("bins", []):
-        if shutil.which(binary) is None:
+        if shutil.which(binary, path=search_path()) is None:
             return f"{binary} not installed"
     for pattern in needs.get("globs", []):
         if not glob.glob(pattern):
