@@ -1,0 +1,222 @@
+"""The allow-listed ops through the recording seam (decisions 16, 41)."""
+
+import os
+import time
+
+import pytest
+
+from agent.supervisor.dispatch import OpDispatcher
+from agent.supervisor.seam import RunResult
+from tests.supervisor.conftest import request
+
+DAY = 86400
+
+
+def test_reboot_and_shutdown_argv(dispatcher, seam):
+    reply, _ = dispatcher.handle(request("system.reboot"))
+    assert reply == {"id": "r1", "ok": True, "result": {"requested": "reboot"}}
+    dispatcher.handle(request("system.shutdown", rid="r2"))
+    assert seam.argvs == [["systemctl", "reboot"], ["systemctl", "poweroff"]]
+
+
+def test_failed_program_reports_exit_code(dispatcher, seam):
+    seam.results["systemctl"] = RunResult(1, "", "Failed to connect to bus")
+    reply, _ = dispatcher.handle(request("system.reboot"))
+    assert reply["ok"] is False
+    assert reply["error"]["code"] == "failed"
+    assert reply["error"]["reason"] == "command_failed"
+    assert reply["error"]["exit_code"] == 1
+    assert "Failed to connect" in reply["error"]["stderr_tail"]
+
+
+def test_missing_program_is_failed_precondition(dispatcher, seam):
+    seam.results["systemctl"] = FileNotFoundError(2, "No such file or directory")
+    reply, _ = dispatcher.handle(request("system.shutdown"))
+    assert reply["error"]["code"] == "failed" and reply["error"]["reason"] == "failed_precondition"
+
+
+def test_update_packages_apt(dispatcher, seam):
+    reply, _ = dispatcher.handle(request("system.update_packages"))
+    assert reply["result"]["manager"] == "apt-get"
+    assert seam.argvs == [
+        ["apt-get", "-q", "update"],
+        ["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef", "-o",
+         "Dpkg::Options::=--force-confold", "upgrade"],
+    ]
+    assert all(env == {"DEBIAN_FRONTEND": "noninteractive"} for _, env, _ in seam.runs)
+
+
+@pytest.mark.parametrize("present,argvs", [
+    ({"dnf", "yum"}, [["dnf", "-y", "makecache"], ["dnf", "-y", "upgrade"]]),
+    ({"yum"}, [["yum", "-y", "makecache"], ["yum", "-y", "update"]]),
+    ({"pacman"}, [["pacman", "-Syu", "--noconfirm"]]),
+])
+def test_update_packages_other_managers(dispatcher, seam, present, argvs):
+    seam.present = present
+    reply, _ = dispatcher.handle(request("system.update_packages"))
+    assert reply["ok"] and seam.argvs == argvs
+
+
+def test_update_packages_none(dispatcher, seam):
+    seam.present = {"systemctl"}
+    reply, _ = dispatcher.handle(request("system.update_packages"))
+    assert reply["error"]["reason"] == "failed_precondition" and seam.runs == []
+
+
+def test_update_stops_at_first_failure(dispatcher, seam):
+    seam.results["apt-get"] = RunResult(100, "", "E: Could not get lock")
+    reply, _ = dispatcher.handle(request("system.update_packages"))
+    assert reply["error"]["exit_code"] == 100 and len(seam.runs) == 1
+
+
+def test_request_timeout_bounds_the_run(dispatcher, seam):
+    dispatcher.handle(request("system.update_packages", timeout=7))
+    assert {timeout for _, _, timeout in seam.runs} == {7}
+    seam.runs.clear()
+    dispatcher.handle(request("system.update_packages", rid="r2", timeout=10 ** 9))
+    assert {timeout for _, _, timeout in seam.runs} == {3600.0}
+
+
+def test_restart_docker(dispatcher, seam):
+    reply, call = dispatcher.handle(request("service.restart", {"unit": "docker"}))
+    assert reply["result"] == {"unit": "docker", "via": "systemd"}
+    assert seam.argvs == [["systemctl", "restart", "docker.service"]] and call.after == []
+
+
+def test_restart_worker_under_systemd_runs_after_reply(dispatcher, seam):
+    reply, call = dispatcher.handle(request("service.restart", {"unit": "pulseup-worker"}))
+    assert reply["ok"] and seam.runs == []
+    for func in call.after:
+        func()
+    assert seam.argvs == [["systemctl", "restart", "--no-block", "pulseup-worker.service"]]
+
+
+def test_restart_worker_in_run_mode_uses_the_arbiter(dispatcher, host, seam):
+    restarts = []
+    host.restart_worker = lambda: restarts.append(1)
+    reply, call = dispatcher.handle(request("service.restart", {"unit": "pulseup-worker"}))
+    assert reply["result"]["via"] == "supervisor" and restarts == []
+    call.after[0]()
+    assert restarts == [1] and seam.runs == []
+
+
+@pytest.mark.parametrize("unit", ["caddy", "ssh", "docker; reboot", "docker.service", "../docker", 5, None])
+def test_restart_refuses_other_units(dispatcher, seam, unit):
+    reply, call = dispatcher.handle(request("service.restart", {"unit": unit}))
+    assert reply["error"]["code"] == "invalid_argument" and reply["error"]["field"] == "unit"
+    assert call is None and seam.runs == []
+
+
+def test_unknown_op(dispatcher, seam):
+    for name in ("os.system", "__class__", "run", "system.reboot.now", "ops.OPS"):
+        reply, call = dispatcher.handle(request(name))
+        assert reply["error"]["code"] == "unknown_op" and call is None
+    assert seam.runs == []
+
+
+def test_disabled_op_is_permission_denied(host, seam):
+    host.cfg = host.cfg.replace(pulseup_disabled_commands=("system.reboot",))
+    reply, _ = OpDispatcher(host).handle(request("system.reboot"))
+    assert reply["error"]["code"] == "permission_denied" and seam.runs == []
+
+
+def test_rate_limit_window(host, seam):
+    now = [1000.0]
+    dispatcher = OpDispatcher(host, clock=lambda: now[0])
+    codes = [dispatcher.handle(request("system.reboot", rid=str(i)))[0].get("error", {}).get("code")
+             for i in range(3)]
+    assert codes == [None, None, "rate_limited"] and len(seam.runs) == 2
+    now[0] += 61
+    assert dispatcher.handle(request("system.reboot"))[0]["ok"]
+
+
+def test_invalid_args_do_not_count_against_the_rate(host, seam):
+    dispatcher = OpDispatcher(host)
+    for _ in range(20):
+        dispatcher.handle(request("service.restart", {"unit": "nope"}))
+    assert dispatcher.handle(request("service.restart", {"unit": "docker"}))[0]["ok"]
+
+
+def _file(path, age_days, attr="both", data=b"x" * 10):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    old = time.time() - age_days * DAY
+    os.utime(path, (old, old))
+    return path
+
+
+def test_cleanup_logs(dispatcher, roots, tmp_path):
+    logs = tmp_path / "log"
+    old = _file(logs / "old.log", 31)
+    nested = _file(logs / "app" / "nested.log", 40)
+    fresh = _file(logs / "fresh.log", 2)
+    other = _file(logs / "old.txt", 90)
+    ours = _file(logs / "pulseup" / "worker.log", 90)
+    outside = _file(tmp_path / "elsewhere" / "keep.log", 90)
+    (logs / "link.log").symlink_to(outside)
+    (logs / "linkdir").symlink_to(outside.parent)
+    reply, _ = dispatcher.handle(request("disk.cleanup_logs"))
+    assert reply["result"] == {"root": roots.logs, "deleted_files": 2, "freed_bytes": 20}
+    assert not old.exists() and not nested.exists()
+    assert fresh.exists() and other.exists() and ours.exists() and outside.exists()
+    assert (logs / "link.log").is_symlink()
+
+
+def test_cleanup_temp_uses_access_time(dispatcher, roots, tmp_path):
+    temp = tmp_path / "tmp"
+    stale = _file(temp / "stale", 8)
+    recent = _file(temp / "dir" / "recent", 1)
+    accessed = _file(temp / "accessed", 30)
+    os.utime(accessed, (time.time(), time.time() - 30 * DAY))
+    reply, _ = dispatcher.handle(request("disk.cleanup_temp"))
+    assert reply["result"]["deleted_files"] == 1
+    assert not stale.exists() and recent.exists() and accessed.exists()
+
+
+def test_cleanup_takes_no_path(dispatcher, roots, tmp_path):
+    victim = _file(tmp_path / "victim" / "a.log", 90)
+    reply, _ = dispatcher.handle(request("disk.cleanup_logs", {"root": str(victim.parent), "path": "../victim"}))
+    assert reply["result"]["root"] == roots.logs and victim.exists()
+
+
+def test_uninstall_writes_flag_then_starts_after_reply(dispatcher, roots, seam):
+    reply, call = dispatcher.handle(request("agent.uninstall"))
+    assert reply["result"] == {"flag": roots.uninstall_flag}
+    assert os.path.isfile(roots.uninstall_flag)
+    assert oct(os.stat(os.path.dirname(roots.uninstall_flag)).st_mode & 0o777) == "0o755"
+    assert seam.spawned == []
+    for func in call.after:
+        func()
+    assert seam.spawned == [["/usr/lib/pulseup-agent/uninstall"]]
+
+
+def test_uninstall_flag_unwritable_is_permission_denied(host, seam, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    host.roots = type(host.roots)(uninstall_flag=str(blocker / "sub" / "delete-needed"))
+    reply, call = OpDispatcher(host).handle(request("agent.uninstall"))
+    assert reply["error"]["code"] == "permission_denied" and seam.spawned == []
+
+
+def test_update_install_frame(dispatcher):
+    reply, _ = dispatcher.handle(request("agent.update.install", {"version": "1.2.3", "file_name": "a_1.2.3.deb"}))
+    assert reply["error"]["code"] == "failed" and "not available" in reply["error"]["message"]
+    for args in ({"version": "1.2", "file_name": "a.deb"}, {"version": "1.2.3", "file_name": "../x.deb"},
+                 {"version": "1.2.3", "file_name": "/tmp/a.deb"}, {"version": "1.2.3"}):
+        reply, _ = dispatcher.handle(request("agent.update.install", args))
+        assert reply["error"]["code"] == "invalid_argument"
+
+
+def test_worker_status_is_stored(dispatcher, host):
+    reply, _ = dispatcher.handle(request("worker.status", {"connected": True, "version": "1.0.0"}))
+    assert reply == {"id": "r1", "ok": True, "result": {}}
+    assert host.worker_status["connected"] is True and host.worker_status["version"] == "1.0.0"
+    reply, _ = dispatcher.handle(request("worker.status", {"connected": "yes", "version": "1"}))
+    assert reply["error"]["field"] == "connected"
+
+
+def test_op_crash_is_failed_internal(host):
+    from agent.supervisor.ops import OPS, NoArgs, Op
+    ops = dict(OPS, **{"test.crash": Op(NoArgs, lambda call, args: 1 / 0, (5, 1.0), 1.0)})
+    reply, call = OpDispatcher(host, ops=ops).handle(request("test.crash"))
+    assert reply["error"]["reason"] == "internal" and call.after == []
