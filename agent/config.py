@@ -27,12 +27,14 @@ def _text(value):
 
 
 def _choice(*allowed, aliases=None):
+    canonical = {choice.lower(): choice for choice in allowed}
+
     def parse(text):
         word = text.strip().lower()
         word = (aliases or {}).get(word, word)
-        if word not in allowed:
+        if word not in canonical:
             raise ValueError("one of " + ", ".join(allowed))
-        return word
+        return canonical[word]
     return parse
 
 
