@@ -8,6 +8,7 @@ Every connection runs in a greenlet owned by `self._group`.
 import logging
 import os
 import secrets
+import socket
 
 import gevent
 import gevent.pool
@@ -113,6 +114,8 @@ class DevServer:
 
     def _handle(self, sock, address):
         sock.settimeout(HANDSHAKE_TIMEOUT)
+        # Small frames (calls, auth) must not wait for delayed ACKs.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             tls = self._ssl.wrap_socket(sock, server_side=True)
         except (ssl.SSLError, OSError) as e:
