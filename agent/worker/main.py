@@ -27,6 +27,7 @@ from agent.worker.outbox import CallLog, Outbox
 
 _log = log.get("worker")
 RESTARTED = "agent restarted during operation"
+QUIET_WAIT_MAX = 3600.0
 
 
 class Worker:
@@ -88,12 +89,28 @@ class Worker:
         from agent.worker.identity import enroll
         return enroll(self.cfg, self.cfg.join_token, self.services.system.hardware_info())
 
+    def _on_renewed(self, identity):
+        """Use the new certificate from the next connect; reconnect at a quiet moment."""
+        self.link.identity = identity
+        remaining = (identity.not_after.timestamp() - time.time())
+        self.services.spawn("renewal-reconnect", self._reconnect_when_quiet, min(QUIET_WAIT_MAX, remaining / 2))
+
+    def _reconnect_when_quiet(self, limit):
+        """decisions 10: no call in flight, or within min(1 h, half the remaining lifetime)."""
+        deadline = time.monotonic() + limit
+        while self.dispatcher.running and time.monotonic() < deadline:
+            gevent.sleep(1.0)
+        self.link.reconnect("using the renewed certificate")
+
     def run(self):
         """Serve until SIGTERM or the link gives up; returns the exit code."""
         for name in ("system", "docker_events"):
             service = _optional(self.services, name)
             if service is not None and hasattr(service, "start"):
                 service.start(self.services)
+        from agent.worker.identity import Renewer
+        renewer = Renewer(self.cfg, lambda: self.link.identity, self._on_renewed)
+        self.services.spawn("renewer", renewer.run)
         link = self.services.spawn("link", self.link.run)
         sdnotify.notify("READY=1", "STATUS=connecting")
         gevent.wait([self.stopping, link], count=1)

@@ -92,3 +92,26 @@ def test_insecure_url_refused(tmp_path):
     assert "insecure" in _check_transport(cfg)
     assert _check_transport(cfg.replace(allow_insecure_transport=True)) is None
     assert exitcodes.CONFIG == 78
+
+
+def test_renewal_reconnects_with_the_new_certificate(tmp_path):
+    from agent.devserver.server import DevServer
+    from tests.worker.conftest import RunningWorker, agent_config
+    from agent.services.system import SystemService
+    from agent.worker.identity import enroll
+    server = DevServer(str(tmp_path / "dev"), listen="127.0.0.1:0", cert_lifetime=6)
+    server.start()
+    try:
+        cfg = agent_config(tmp_path, server)
+        identity = enroll(cfg, server.create_token(), SystemService(cfg).hardware_info())
+        running = RunningWorker(cfg, identity)
+        uid = server.wait_connected(identity.server_uid, timeout=10)
+        with gevent.Timeout(20):
+            while running.worker.link.identity.serial == identity.serial or running.worker.link.reconnects < 1:
+                gevent.sleep(0.2)
+        server.wait_connected(uid, timeout=10)
+        assert server.call(uid, "agent.ping", {}, timeout=10)["success"]
+        assert running.worker.link.identity.serial != identity.serial
+        running.stop()
+    finally:
+        server.stop()
