@@ -1,6 +1,8 @@
 import os
 import pwd
+import shutil
 import subprocess
+import tempfile
 
 import pytest
 
@@ -41,9 +43,18 @@ def seam():
 
 
 @pytest.fixture
-def cfg(tmp_path):
+def public_dir():
+    """A 0755 directory other users can traverse (pytest's tmp_path is below a 0700 one)."""
+    path = tempfile.mkdtemp(prefix="pulseup-test-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def cfg(tmp_path, public_dir):
     return config.defaults().replace(state_dir=str(tmp_path / "state"),
-                                     supervisor_socket=str(tmp_path / "run" / "supervisor.sock"))
+                                     supervisor_socket=os.path.join(public_dir, "run", "supervisor.sock"))
 
 
 @pytest.fixture
