@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The one-command demo: start the bundled dev control plane, start an agent that enrolls
+# against it, show the agent's answers to agent.hardware.info and server.stats.live, and
+# leave both running until Ctrl-C.
+#
+# As root (the usual case on a fresh server) the agent runs as `pulseup-agent run`: the
+# root supervisor plus a worker child dropped to the `pulseup-dev` system user, from a venv
+# made with Debian's /usr/bin/python3 outside /root (decisions 36a). As another user it
+# runs the worker in-process as that user.
+set -euo pipefail
+cd "$(dirname "$0")"
+SRC=$(pwd)
+LISTEN=${PULSEUP_DEMO_LISTEN:-127.0.0.1:8765}
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+
+if [ "$(id -u)" = 0 ]; then
+  DEMO=${PULSEUP_DEMO_DIR:-/var/tmp/pulseup-demo}
+  VENV=/opt/pulseup-dev/venv
+  USER_NAME=pulseup-dev
+  id "$USER_NAME" >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
+else
+  DEMO=${PULSEUP_DEMO_DIR:-$SRC/.pulseup-demo}
+  VENV=$SRC/.venv
+  USER_NAME=$(id -un)
+fi
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Preparing the virtualenv in $VENV"
+if [ ! -x "$VENV/bin/pulseup-agent" ] || [ setup.cfg -nt "$VENV/.installed" ] || [ "$(id -u)" = 0 ]; then
+  [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
+  if [ "$(id -u)" = 0 ]; then
+    # a real install (not editable): the worker user cannot read a checkout under /root
+    "$VENV/bin/pip" install -q --disable-pip-version-check "$SRC" 2>&1 | grep -v 'is ignored' || true
+  else
+    "$VENV/bin/pip" install -q --disable-pip-version-check -e "$SRC" 2>&1 | grep -v 'is ignored' || true
+  fi
+  touch "$VENV/.installed"
+fi
+AGENT="$VENV/bin/pulseup-agent"
+
+mkdir -p "$DEMO"/{agent/certs,agent/state,logs,run}
+chmod 0755 "$DEMO"
+if [ "$(id -u)" = 0 ]; then
+  chown -R "$USER_NAME:$USER_NAME" "$DEMO/agent" "$DEMO/logs"
+fi
+chmod 0700 "$DEMO/agent/certs" "$DEMO/agent/state"
+
+pids=()
+cleanup() {
+  trap - INT TERM EXIT
+  printf '\nStopping the agent and the dev control plane...\n'
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup INT TERM EXIT
+
+step "Starting the dev control plane on https://$LISTEN (log: $DEMO/devserver.log)"
+"$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" >"$DEMO/devserver.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do
+  [ -f "$DEMO/devserver/admin.token" ] && "$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" agents >/dev/null 2>&1 && break
+  sleep 0.1
+done
+TOKEN=$("$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" token)
+install -m 0644 "$DEMO/devserver/ca.crt" "$DEMO/ca.crt"
+
+# The join token goes into a config file, never onto a command line (decisions 12).
+umask 027
+cat >"$DEMO/agent.conf" <<CONF
+WEBSOCKET_URL=wss://$LISTEN/ws/agent_v2
+JOIN_TOKEN=$TOKEN
+ENROLL_CA_FILE=$DEMO/ca.crt
+CERT_DIR=$DEMO/agent/certs
+STATE_DIR=$DEMO/agent/state
+SUPERVISOR_SOCKET=$DEMO/run/supervisor.sock
+WORKER_USER=$USER_NAME
+WORKER_GROUP=$USER_NAME
+AGENT_LOG_DIR=$DEMO/logs
+PULSEUP_BACKUP_DIR=$DEMO/backups
+LOG_FORMAT=text
+CONF
+[ "$(id -u)" = 0 ] && chgrp "$USER_NAME" "$DEMO/agent.conf"
+umask 022
+
+step "Starting the agent (log: $DEMO/agent.log)"
+"$AGENT" --config "$DEMO/agent.conf" run >"$DEMO/agent.log" 2>&1 &
+pids+=($!)
+
+uid=""
+for _ in $(seq 150); do
+  uid=$("$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" agents 2>/dev/null \
+        | "$VENV/bin/python" -c 'import json,sys; a=[x for x in json.load(sys.stdin)["agents"] if x["connected"]]; print(a[-1]["server_uid"] if a else "")' || true)
+  [ -n "$uid" ] && break
+  sleep 0.2
+done
+if [ -z "$uid" ]; then
+  echo "The agent did not connect within 30 s; its log:" >&2
+  tail -n 30 "$DEMO/agent.log" >&2
+  exit 1
+fi
+echo "Agent enrolled and connected as $uid"
+
+for command in agent.hardware.info server.stats.live; do
+  step "$command"
+  "$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" call "$uid" "$command"
+done
+
+cat <<MSG
+
+The agent and the dev control plane keep running. Try:
+  $AGENT devserver --data-dir $DEMO/devserver --listen $LISTEN call $uid agent.ping '{"hello":"world"}'
+  $AGENT devserver --data-dir $DEMO/devserver --listen $LISTEN events $uid
+Stop with Ctrl-C.
+MSG
+wait

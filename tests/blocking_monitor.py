@@ -1,0 +1,36 @@
+"""pytest plugin for `./test.sh -r`: fail a test during which a greenlet blocked the hub.
+
+gevent's monitor thread reports a greenlet that runs longer than
+``PULSEUP_BLOCKING_THRESHOLD`` seconds (default 0.1) without yielding; the
+closest Python analogue of a race detector for this code. Not part of CI
+(decisions 38): the threshold is a machine-dependent timing.
+"""
+
+import os
+
+import gevent
+import pytest
+from gevent import events
+
+_reports = []
+
+
+def pytest_configure(config):
+    gevent.config.monitor_thread = True
+    gevent.config.max_blocking_time = float(os.environ.get("PULSEUP_BLOCKING_THRESHOLD", "0.1"))
+    events.subscribers.append(_record)
+    gevent.get_hub().start_periodic_monitoring_thread()
+
+
+def _record(event):
+    if isinstance(event, events.EventLoopBlocked):
+        _reports.append("".join(event.info[:40]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    del _reports[:]
+    yield
+    if _reports:
+        pytest.fail("the gevent hub was blocked for more than %ss:\n%s"
+                    % (gevent.config.max_blocking_time, _reports[0]), pytrace=False)
