@@ -39,6 +39,7 @@ args=(-p no:cacheprovider -q -r fEs)
 if [ "$race" = 1 ]; then
   args+=(-p tests.blocking_monitor --random-order)
   export PULSEUP_BLOCKING_THRESHOLD="${PULSEUP_BLOCKING_THRESHOLD:-0.1}"
+  export GEVENT_MONITOR_THREAD_ENABLE=true GEVENT_MAX_BLOCKING_TIME="$PULSEUP_BLOCKING_THRESHOLD"
 fi
 [ ${#paths[@]} = 0 ] && paths=(tests)
 

@@ -16,10 +16,14 @@ _reports = []
 
 
 def pytest_configure(config):
+    # Must be set before the hub exists; test.sh also exports GEVENT_MONITOR_THREAD_ENABLE.
     gevent.config.monitor_thread = True
     gevent.config.max_blocking_time = float(os.environ.get("PULSEUP_BLOCKING_THRESHOLD", "0.1"))
     events.subscribers.append(_record)
-    gevent.get_hub().start_periodic_monitoring_thread()
+
+
+def pytest_runtest_setup(item):
+    gevent.sleep(0)   # the tracer starts watching once the hub has run
 
 
 def _record(event):
