@@ -7,6 +7,13 @@ from agent.handlers.registry import Registry
 MODULES = (
     "agent.handlers.agent",
     "agent.handlers.system",
+    "agent.handlers.agent_commands",
+    "agent.handlers.lifecycle",
+    "agent.handlers.logs",
+    "agent.handlers.monitoring",
+    "agent.handlers.database",
+    "agent.handlers.deploy",
+    "agent.handlers.update",
 )
 
 
