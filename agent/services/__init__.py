@@ -55,3 +55,18 @@ class Services:
     def docker(self):
         from agent.services.docker import DockerService
         return DockerService(self.cfg)
+
+    @cached_property
+    def container_logs(self):
+        from agent.services.docker_log_streams import LogStreams
+        return LogStreams(self)
+
+    @cached_property
+    def monitoring(self):
+        from agent.services.monitoring import MonitoringService
+        return MonitoringService(self)
+
+    @cached_property
+    def database(self):
+        from agent.services.database import DatabaseService
+        return DatabaseService(self.cfg, docker=self.docker)

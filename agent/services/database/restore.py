@@ -1,0 +1,185 @@
+"""``database.backup.restore``: commands.md 2.9.3.
+
+The file must resolve inside the service's backup directory, its manifest must match the
+container's engine, and its size and SHA-256 are checked before anything else happens.
+Then an optional safety backup, then the decompressed dump is streamed into the restore
+tool's stdin through the Docker API socket (never a shell argument). Redis loads an RDB
+file only at start, so its container is stopped, ``dump.rdb`` replaced through Docker's
+archive upload and the container started again.
+"""
+
+import os
+import tarfile
+import time
+import uuid
+
+import gevent.pool
+
+from agent import log
+from agent.errors import AgentError
+from agent.services.database import backup, manifest as mf, provision
+from agent.services.database.dockerio import ExecStream, docker_errors
+from agent.services.database.streams import Decoder, file_digest
+
+REDIS_STOP_TIMEOUT = 30
+_log = log.get("database.restore")
+
+
+def resolve(cfg, service_uid, backup_path=None, backup_uid=None):
+    """The real path of the backup to restore.
+
+    Raises AgentError: invalid_argument (outside the service's backup directory, not a
+    regular file), not_found (no backup with that uid).
+    """
+    directory = os.path.join(cfg.pulseup_backup_dir, service_uid)
+    if not backup_path:
+        path = mf.find_by_uid(directory, service_uid, backup_uid)
+        if path is None:
+            raise AgentError("not_found", f"backup {backup_uid} of service {service_uid} does not exist",
+                             field="backup_uid")
+        backup_path = path
+    real_dir = os.path.realpath(directory)
+    candidate = backup_path if os.path.isabs(backup_path) else os.path.join(directory, backup_path)
+    real = os.path.realpath(candidate)
+    if os.path.dirname(real) != real_dir and not real.startswith(real_dir + os.sep):
+        raise AgentError("invalid_argument",
+                         f"backup_path is outside the backup directory of service {service_uid}",
+                         field="backup_path")
+    if not os.path.isfile(real):
+        raise AgentError("invalid_argument", f"backup_path is not a regular file in the backup "
+                                             f"directory of service {service_uid}", field="backup_path")
+    return real
+
+
+def verify(ctx, path, target):
+    """The manifest of ``path`` after checking engine, size and SHA-256.
+
+    Raises AgentError: failed_precondition (legacy file, other engine), integrity_error.
+    """
+    manifest = mf.load_manifest(path + ".json")
+    if manifest is None:
+        raise AgentError("failed_precondition", "legacy backup without manifest")
+    if manifest["engine"] != target.engine.name:
+        raise AgentError("failed_precondition", f"backup is a {manifest['engine']} backup, the "
+                                                f"container runs {target.engine.name}")
+    digest, size = file_digest(path, ctx.check)
+    if size != manifest["compressed_size"]:
+        raise AgentError("integrity_error", f"backup size {size} differs from the manifest's "
+                                            f"{manifest['compressed_size']}")
+    if digest != manifest["sha256"]:
+        raise AgentError("integrity_error", "backup checksum does not match its manifest")
+    return manifest
+
+
+def run(ctx, adapter, cfg, target, path, safety_backup=True):
+    """Restore ``path`` into ``target``; the reply of database.backup.restore. Raises AgentError
+    (see resolve and verify; command_failed when the restore tool fails)."""
+    started = time.time()
+    manifest = verify(ctx, path, target)
+    safety_path = None
+    if safety_backup:
+        job = backup.BackupJob(target.service_uid, f"prerestore-{uuid.uuid4()}",
+                               database=manifest["database"], backup_type="pre_restore")
+        safety_path = backup.run(ctx, adapter, cfg, target, job)["backup_path"]
+    provision.service_status(ctx, target.service_uid, "deploying", message="Restoring database from backup")
+    try:
+        if target.engine.name == "redis":
+            _restore_redis(ctx, adapter, target, path, manifest)
+        else:
+            _restore_stream(ctx, adapter, target, path, manifest)
+    except AgentError as exc:
+        raise _failed(ctx, target, exc, safety_path) from exc
+    provision.service_status(ctx, target.service_uid, "running", message="Database restored from backup")
+    reply = {"status": "success", "message": f"Restored {manifest['file_name']}",
+             "backup_uid": manifest["backup_uid"], "backup_path": path,
+             "duration_seconds": round(time.time() - started, 3)}
+    if safety_path:
+        reply["safety_backup_path"] = safety_path
+    return reply
+
+
+def _failed(ctx, target, exc, safety_path):
+    message = f"Database restore failed: {exc.message}"
+    details = dict(exc.details)
+    if safety_path:
+        message += f" (safety backup: {safety_path})"
+        details["safety_backup_path"] = safety_path
+    provision.service_status(ctx, target.service_uid, "failed", error=message)
+    return AgentError(exc.code, message, field=exc.field, **details)
+
+
+def _restore_stream(ctx, adapter, target, path, manifest):
+    """Feed the decompressed dump to the restore tool's stdin; check its exit and the size."""
+    script = target.engine.restore_script(manifest["database"], manifest["format"])
+    decoder, stderr, sent = Decoder(path, manifest["compression"]), backup.StderrTail(), 0
+    group = gevent.pool.Group()
+    try:
+        with ExecStream(adapter, target.name, script, stdin=True) as stream:
+            ctx.on_cancel(stream.close)
+            drain = group.spawn(_drain, stream, stderr, ctx.remaining())
+            try:
+                for chunk in decoder.chunks():
+                    if sent == 0:
+                        ctx.point_of_no_return()
+                    stream.send(chunk)
+                    sent += len(chunk)
+            except AgentError as exc:
+                if exc.code != "command_failed":
+                    raise
+            stream.close_stdin()
+            drain.get()
+            code = stream.exit_code()
+    finally:
+        decoder.close()
+        group.kill()
+    tail = stderr.text()
+    if code != 0:
+        raise AgentError("command_failed", f"restore exited with {code}: "
+                         f"{tail.splitlines()[-1] if tail else 'no error output'}",
+                         exit_code=code, stderr_tail=tail)
+    if sent != manifest["size"]:
+        raise AgentError("integrity_error", f"restored {sent} bytes, the manifest says {manifest['size']}")
+    if tail:
+        _log.warning("restore succeeded with messages on stderr: %s", tail[-500:])
+
+
+def _drain(stream, stderr, timeout):
+    """Collect the restore tool's output while stdin is being written (no pipe deadlock)."""
+    for _kind, data in stream.frames(timeout=timeout):
+        stderr.add(data)
+
+
+def _restore_redis(ctx, adapter, target, path, manifest):
+    """Stop, replace /data/dump.rdb with a single-entry tar upload, start, wait for PONG."""
+    for aof in ("/data/appendonlydir", "/data/appendonly.aof"):
+        if adapter.path_exists(target.name, aof):
+            raise AgentError("failed_precondition", f"redis keeps an append-only file ({aof}); "
+                                                    "an RDB restore would be ignored")
+    ctx.point_of_no_return()
+    with docker_errors(f"stop {target.name}"):
+        adapter.api.stop(target.name, timeout=REDIS_STOP_TIMEOUT)
+    decoder = Decoder(path, manifest["compression"])
+    try:
+        with docker_errors(f"upload dump.rdb into {target.name}"):
+            adapter.api.put_archive(target.name, "/data", _tar_stream(decoder, manifest["size"]))
+    finally:
+        decoder.close()
+        with docker_errors(f"start {target.name}"):
+            adapter.api.start(target.name)
+    provision.wait_ready(ctx, adapter, target.engine, target.name)
+
+
+def _tar_stream(decoder, size):
+    """A tar archive holding only ``dump.rdb`` of ``size`` bytes, produced piece by piece."""
+    info = tarfile.TarInfo("dump.rdb")
+    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    yield info.tobuf(format=tarfile.USTAR_FORMAT)
+    sent = 0
+    for chunk in decoder.chunks():
+        sent += len(chunk)
+        if sent > size:
+            raise AgentError("integrity_error", "backup is larger than its manifest says")
+        yield chunk
+    if sent != size:
+        raise AgentError("integrity_error", f"restored {sent} bytes, the manifest says {size}")
+    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)

@@ -1,0 +1,48 @@
+"""The database service: the one object handlers talk to (STYLE: plain classes per system)."""
+
+import os
+
+from agent.services.database import backup, manifest, provision, restore, target
+from agent.services.database.dockerio import DockerAdapter
+
+
+class DatabaseService:
+    """Provision, back up, list and restore database containers.
+
+    Every method raises AgentError with the codes documented on the module functions it
+    calls (provision.deploy, backup.run, restore.resolve / verify / run).
+    """
+
+    def __init__(self, cfg, docker=None):
+        self.cfg = cfg
+        self.docker = DockerAdapter(cfg, docker)
+
+    def close(self):
+        self.docker.close()
+
+    def deploy(self, ctx, request):
+        """``request``: a provision.DeployRequest; the reply data of database.deploy."""
+        ctx.secret(request.password)
+        return provision.deploy(ctx, self.docker, self.cfg, request)
+
+    def backup(self, ctx, job):
+        """``job``: a backup.BackupJob; the reply data of database.backup.create."""
+        found = self._target(ctx, job.service_uid)
+        return backup.run(ctx, self.docker, self.cfg, found, job)
+
+    def list_backups(self, service_uid):
+        """BackupEntry dicts of the service, newest first (never raises for a missing dir)."""
+        directory = os.path.join(self.cfg.pulseup_backup_dir, service_uid)
+        return manifest.list_entries(directory, service_uid)
+
+    def restore(self, ctx, service_uid, backup_path=None, backup_uid=None, safety_backup=True):
+        """The reply data of database.backup.restore."""
+        path = restore.resolve(self.cfg, service_uid, backup_path, backup_uid)
+        found = self._target(ctx, service_uid)
+        return restore.run(ctx, self.docker, self.cfg, found, path, safety_backup)
+
+    def _target(self, ctx, service_uid):
+        found = target.find(self.docker, service_uid)
+        for value in found.secrets():
+            ctx.secret(value)
+        return found
