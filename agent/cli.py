@@ -90,7 +90,8 @@ def _check_config(cfg, args):
 
 def _run(cfg, args):
     from agent.supervisor.main import run_main
-    return run_main(cfg)
+    # the worker is handed over as a callable: agent.supervisor never imports agent.worker
+    return run_main(cfg, config_file=args.config, in_process=lambda: _worker(cfg, args))
 
 
 def _supervisor(cfg, args):

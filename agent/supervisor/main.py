@@ -1,0 +1,137 @@
+"""Entry points of the root side: ``supervisor`` (IPC server only) and ``run`` (IPC server + worker child).
+
+decisions 13: ``supervisor`` refuses unless root and sends READY=1 once its
+socket is bound; ``run`` is the only mode with restart logic. Started by a
+non-root user, ``run`` has no privileges to separate: it runs the worker in
+this process (the callable given by the CLI, so that this package never
+imports the worker) and privileged commands answer ``unavailable``.
+"""
+
+import os
+import signal
+import sys
+
+import gevent.event
+
+from agent import exitcodes, log, sdnotify
+from agent.supervisor.arbiter import Arbiter, WorkerSpec
+from agent.supervisor.dispatch import OpDispatcher
+from agent.supervisor.ipc_server import IpcServer
+from agent.supervisor.ops import Host
+from agent.supervisor.seam import HostSeam
+
+_log = log.get("supervisor")
+
+
+class Supervisor:
+    """The IPC server and the ops' shared host state."""
+
+    def __init__(self, cfg, seam=None, roots=None):
+        self.cfg, self.seam = cfg, seam or HostSeam()
+        self.host = Host(cfg, self.seam) if roots is None else Host(cfg, self.seam, roots)
+        self.worker = _lookup_user(self.seam, cfg.worker_user)
+        self.server = IpcServer(cfg, OpDispatcher(self.host), self.seam,
+                                worker_uid=self.worker.pw_uid if self.worker else None,
+                                group_gid=socket_group(self.seam, cfg, self.worker))
+
+    def start(self):
+        """Bind the socket; raises OSError."""
+        if self.worker is None:
+            _log.warning("WORKER_USER %r does not exist: only root may use the IPC socket", self.cfg.worker_user)
+        self.server.start()
+        sdnotify.notify("READY=1", "STATUS=IPC socket bound")
+
+    def stop(self):
+        sdnotify.notify("STOPPING=1")
+        self.server.stop(timeout=self.cfg.graceful_timeout)
+
+
+def _lookup_user(seam, name):
+    try:
+        return seam.getpwnam(name)
+    except KeyError:
+        return None
+
+
+def socket_group(seam, cfg, worker):
+    """WORKER_GROUP's gid; the worker's primary group when that group does not exist."""
+    try:
+        return seam.getgrnam(cfg.worker_group).gr_gid
+    except KeyError:
+        return worker.pw_gid if worker else None
+
+
+def supervisor_main(cfg):
+    if os.geteuid() != 0:
+        print("pulseup-agent supervisor: must run as root (use `worker` for the unprivileged side)",
+              file=sys.stderr)
+        return exitcodes.NO_PERMISSION
+    supervisor = Supervisor(cfg)
+    try:
+        supervisor.start()
+    except OSError as exc:
+        _log.error("cannot bind %s: %s", cfg.supervisor_socket, exc)
+        return exitcodes.FAILURE
+    stop = gevent.event.Event()
+    handlers = [gevent.signal_handler(signum, stop.set) for signum in (signal.SIGTERM, signal.SIGINT)]
+    try:
+        stop.wait()
+    finally:
+        for handler in handlers:
+            handler.cancel()
+        supervisor.stop()
+    return exitcodes.OK
+
+
+def run_main(cfg, config_file=None, in_process=None, worker_argv=None, seam=None, **arbiter_options):
+    """``run``: supervisor + worker child as root; the in-process worker otherwise.
+
+    ``worker_argv`` replaces the worker's command line (tests use a fake worker);
+    ``arbiter_options`` tune restart timings (tests).
+    """
+    if os.geteuid() != 0:
+        _log.warning("not running as root: privileged commands (reboot, packages, SSH keys...) are unavailable; "
+                     "running the worker in this process")
+        if in_process is None:
+            return exitcodes.NO_PERMISSION
+        return in_process()
+    supervisor = Supervisor(cfg, seam)
+    if supervisor.worker is None:
+        _log.error("WORKER_USER %r does not exist (create it, or set WORKER_USER)", cfg.worker_user)
+        return exitcodes.CONFIG
+    argv = worker_argv or default_worker_argv(config_file)
+    arbiter = Arbiter(supervisor.seam, worker_spec(supervisor, argv), cfg.graceful_timeout, **arbiter_options)
+    supervisor.host.restart_worker = arbiter.restart_worker
+    try:
+        supervisor.start()
+    except OSError as exc:
+        _log.error("cannot bind %s: %s", cfg.supervisor_socket, exc)
+        return exitcodes.FAILURE
+    try:
+        return arbiter.run()
+    finally:
+        supervisor.stop()
+
+
+def default_worker_argv(config_file=None):
+    options = ["--config", config_file] if config_file else []
+    return (sys.executable, "-m", "agent", *options, "worker")
+
+
+def worker_spec(supervisor, argv):
+    """Who the child runs as: WORKER_USER, its group, plus docker and the socket's group."""
+    pw, seam = supervisor.worker, supervisor.seam
+    extra = []
+    for gid in (_gid(seam, "docker"), supervisor.server.group_gid):
+        if gid is not None and gid != pw.pw_gid and gid not in extra:
+            extra.append(gid)
+    env = dict(os.environ, HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name,
+               LOG_LEVEL=supervisor.cfg.log_level, LOG_FORMAT=supervisor.cfg.log_format)
+    return WorkerSpec(tuple(argv), pw.pw_uid, pw.pw_gid, tuple(extra), env)
+
+
+def _gid(seam, name):
+    try:
+        return seam.getgrnam(name).gr_gid
+    except KeyError:
+        return None

@@ -1,0 +1,74 @@
+"""The privilege boundary in the import graph (STYLE: supervisor and worker never import each other).
+
+Imports are read with ``ast`` (module level and inside functions), so a lazy
+import counts as much as a top-level one.
+"""
+
+import ast
+import pathlib
+import sys
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2] / "agent"
+UNPRIVILEGED = ("worker", "handlers", "services")
+
+
+def imported_modules(path):
+    """Absolute names of every module imported by the file at path."""
+    package = ".".join(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if path.name != "__init__.py":
+        package = package.rpartition(".")[0]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}".rstrip(".")
+            yield base
+            yield from (f"{base}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
+                "import_module", "__import__") and node.args and isinstance(node.args[0], ast.Constant):
+            yield str(node.args[0].value)
+
+
+def files(package):
+    return sorted((ROOT / package).rglob("*.py"))
+
+
+def offenders(packages, forbidden):
+    found = []
+    for package in packages:
+        for path in files(package):
+            for name in imported_modules(path):
+                if name == forbidden or name.startswith(forbidden + "."):
+                    found.append(f"{path.relative_to(ROOT.parent)} imports {name}")
+    return found
+
+
+def test_unprivileged_side_never_imports_the_supervisor():
+    assert offenders(UNPRIVILEGED, "agent.supervisor") == []
+
+
+@pytest.mark.parametrize("forbidden", [f"agent.{p}" for p in UNPRIVILEGED])
+def test_supervisor_never_imports_the_unprivileged_side(forbidden):
+    assert files("supervisor"), "agent/supervisor has no modules?"
+    assert offenders(("supervisor",), forbidden) == []
+
+
+def test_the_checker_sees_every_import_form(tmp_path, monkeypatch):
+    package = tmp_path / "agent" / "worker"
+    package.mkdir(parents=True)
+    (package / "bad.py").write_text(
+        "def f():\n    from ..supervisor import ops\n"
+        "import agent.supervisor.seam\n"
+        "from agent.supervisor.main import run_main\n"
+        "importlib.import_module('agent.supervisor.arbiter')\n")
+    monkeypatch.setattr(sys.modules[__name__], "ROOT", tmp_path / "agent")
+    assert sorted(offenders(("worker",), "agent.supervisor")) == sorted(
+        f"agent/worker/bad.py imports {name}" for name in (
+            "agent.supervisor.seam", "agent.supervisor", "agent.supervisor.ops",
+            "agent.supervisor.main", "agent.supervisor.main.run_main", "agent.supervisor.arbiter")]
