@@ -71,4 +71,4 @@ def test_the_checker_sees_every_import_form(tmp_path, monkeypatch):
     assert sorted(offenders(("worker",), "agent.supervisor")) == sorted(
         f"agent/worker/bad.py imports {name}" for name in (
             "agent.supervisor.seam", "agent.supervisor", "agent.supervisor.ops",
-            "agent.supervisor.main", "agent.supervisor.main.run_main", "agent.supervisor.arbiter")]
+            "agent.supervisor.main", "agent.supervisor.main.run_main", "agent.supervisor.arbiter"))
