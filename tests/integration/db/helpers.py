@@ -30,22 +30,30 @@ def redis(docker_client, uid, *args):
                     ["redis-cli", "--no-auth-warning", *args], env={"REDISCLI_AUTH": PASSWORD})
 
 
+# One Lua script lists every key with its type and full value (sorted), so a dataset can be
+# compared exactly in one exec instead of thousands.
+_DUMP_LUA = """
+local keys = redis.call('KEYS', '*')
+table.sort(keys)
+local out = {}
+for _, k in ipairs(keys) do
+  local t = redis.call('TYPE', k)['ok']
+  local v
+  if t == 'string' then v = {redis.call('GET', k)}
+  elseif t == 'hash' then v = redis.call('HGETALL', k)
+  elseif t == 'list' then v = redis.call('LRANGE', k, 0, -1)
+  elseif t == 'set' then v = redis.call('SMEMBERS', k); table.sort(v)
+  else v = {'unsupported'} end
+  table.insert(out, k .. '|' .. t .. '|' .. table.concat(v, ','))
+end
+return out
+"""
+POPULATE_LUA = "for i = 1, tonumber(ARGV[1]) do redis.call('SET', 'bulk:' .. i, string.rep('v', 64) .. i) end return 1"
+
+
 def redis_dump_all(docker_client, uid):
-    """{key: (type, value)} of every key, for exact comparison."""
-    keys = sorted(k for k in redis(docker_client, uid, "--scan").split("\n") if k)
-    data = {}
-    for key in keys:
-        kind = redis(docker_client, uid, "TYPE", key).strip()
-        if kind == "string":
-            value = redis(docker_client, uid, "GET", key)
-        elif kind == "hash":
-            value = redis(docker_client, uid, "HGETALL", key)
-        elif kind == "list":
-            value = redis(docker_client, uid, "LRANGE", key, "0", "-1")
-        else:
-            value = redis(docker_client, uid, "DUMP", key)
-        data[key] = (kind, value)
-    return data
+    """Every key with its type and value, sorted, as text (exact comparison of datasets)."""
+    return redis(docker_client, uid, "EVAL", _DUMP_LUA, "0")
 
 
 def decompress(path):
