@@ -471,3 +471,21 @@ def test_renewer_gives_up_on_an_expired_certificate(cfg, ca):
     renewals = FakeRenewals(ca)
     renewer = exchanges.Renewer(cfg, lambda: identity, pytest.fail, renew_func=renewals)
     assert renewer.step() == renewer.RECHECK and renewals.calls == 0
+
+
+@pytest.mark.parametrize("status, body, what, message, code", [
+    (200, {"success": True}, "renewal", None, None),
+    (401, {"error": "Token expired"}, "enrollment", "^join token refused: Token expired$", exitcodes.ENROLL_FAILED),
+    (403, {"error": "Certificate revoked"}, "renewal", "^renewal refused: Certificate revoked$", exitcodes.ENROLL_FAILED),
+    (400, {"success": False, "error": "Invalid CSR"}, "enrollment", "^enrollment refused: Invalid CSR$", exitcodes.ENROLL_FAILED),
+    (200, {"success": False}, "enrollment", "^enrollment refused: HTTP 200$", exitcodes.ENROLL_FAILED),
+    (502, {}, "enrollment", "server answered 502: HTTP 502", exitcodes.FAILURE),
+    (429, {"error": "slow down"}, "renewal", "server answered 429: slow down", exitcodes.FAILURE),
+])
+def test_refusals_map_to_messages_and_exit_codes(status, body, what, message, code):
+    if message is None:
+        exchanges._raise_for_refusal(status, body, what)
+        return
+    with pytest.raises(EnrollmentError, match=message) as info:
+        exchanges._raise_for_refusal(status, body, what)
+    assert info.value.exit_code == code
