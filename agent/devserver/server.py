@@ -91,15 +91,17 @@ class DevServer:
         ctx.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
         return ctx
 
-    def stop(self, timeout=2.0):
-        """Stop accepting, close every agent connection, then kill what is left."""
-        if self._server is not None:
-            self._server.stop(timeout=0)
+    def stop(self, timeout=0.0):
+        """Stop accepting, close every agent connection (close frame 1001, written at once),
+        wait up to `timeout` s for the other connections (keep-alive, SSE), kill the rest."""
+        if self._server is None:
+            return
+        self._server.close()
         for st in self.hub.all_states():
             if st.conn is not None:
                 st.conn.close(1001, "server shutting down")
-        self._group.join(timeout=timeout)
-        self._group.kill(timeout=timeout)
+        self._server.stop(timeout=timeout)
+        self._server = None
 
     def serve_forever(self):
         self._server.serve_forever()

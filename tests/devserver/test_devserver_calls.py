@@ -212,3 +212,16 @@ def test_update_manifest_is_served_verbatim(server):
             f.write(data)
     assert HTTP.get(url, verify=server.ca_file).content == raw
     assert HTTP.get(url + ".sig", verify=server.ca_file).content == b"c2ln"
+
+
+def test_websocket_ping_is_answered(server, agent):
+    agent.ws.ping(b"hi")
+    opcode, frame = agent.ws.recv_data_frame(True)
+    assert opcode == websocket.ABNF.OPCODE_PONG and frame.data == b"hi"
+
+
+def test_stop_closes_agents_with_1001(server, agent):
+    server.stop()
+    opcode, frame = agent.ws.recv_data_frame(True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE
+    assert int.from_bytes(frame.data[:2], "big") == 1001
