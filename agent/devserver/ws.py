@@ -38,9 +38,14 @@ class WebSocket:
 
     def accept(self, req, trailing=b""):
         """Complete the upgrade handshake for an h11-parsed request `req`."""
-        self._ws.initiate_upgrade_connection(req.raw_headers, req.path)
-        if trailing:
-            self._ws.receive_data(trailing)
+        try:
+            self._ws.initiate_upgrade_connection(req.raw_headers, req.path)
+            if trailing:
+                self._ws.receive_data(trailing)
+        except RemoteProtocolError as e:
+            self._write(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n"
+                        b"connection: close\r\n\r\n")
+            raise Closed("bad upgrade request: %s" % e) from e
         for event in self._ws.events():
             if isinstance(event, Request):
                 self._write(self._ws.send(AcceptConnection()))

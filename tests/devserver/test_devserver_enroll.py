@@ -166,3 +166,17 @@ def test_restart_keeps_ca_agents_and_revocations(tmp_path, identity, server):
         assert client.proof(client.challenge())["data"]["error"] == "Certificate revoked"
     finally:
         again.stop()
+
+
+def test_racing_enrollments_with_one_token(server):
+    import gevent
+    token = server.create_token()
+    jobs = [gevent.spawn(post_enroll, server, token, make_csr()[1]) for _ in range(5)]
+    codes = sorted(job.get(timeout=10).status_code for job in jobs)
+    assert codes == [200, 401, 401, 401, 401]
+
+
+def test_bad_websocket_upgrade_is_refused(server):
+    resp = HTTP.get(server.url + "/ws/agent_v2", verify=server.ca_file,
+                    headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert resp.status_code == 400
