@@ -124,7 +124,8 @@ class SystemService:
     # -- hardware inventory ----------------------------------------------------------
 
     def hardware_info(self):
-        """The HardwareInfo object (commands.md 1.9; decisions 33: cores = physical cores)."""
+        """The HardwareInfo object (commands.md 1.9; decisions 33: cores = physical cores).
+        Blocks up to 2 s when the public-IP lookup is on; raises OSError only if /proc is unreadable."""
         logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
         physical = psutil.cpu_count(logical=False) or logical
         memory_total = psutil.virtual_memory().total

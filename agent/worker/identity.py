@@ -187,7 +187,7 @@ def check_certificate(cert, key, ca_certs, now=None):
     now = now or _utcnow()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise CertificateInvalid(f"the certificate is outside its validity window "
-                       f"({_iso(cert.not_valid_before_utc)} to {_iso(cert.not_valid_after_utc)}; check the clock)")
+                                 f"({_iso(cert.not_valid_before_utc)} to {_iso(cert.not_valid_after_utc)}; check the clock)")
 
 
 def _issued_by(cert, ca):
