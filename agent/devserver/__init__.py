@@ -1,0 +1,1 @@
+"""The development control plane: CA, enrollment API, challenge auth, call API, console."""
