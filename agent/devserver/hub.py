@@ -15,6 +15,8 @@ import gevent
 import gevent.event
 import gevent.queue
 
+from agent.devserver.ws import Closed
+
 log = logging.getLogger(__name__)
 
 MAX_FRAMES = 100_000
@@ -39,6 +41,17 @@ def normalise_reply(frame):
         data = {}
     return {"success": bool(data.get("success")), "data": data.get("data"),
             "error": data.get("error") or "", "code": data.get("code") or ""}
+
+
+def _send(st, frame):
+    """Send on the agent's current connection; a dying one counts as not connected."""
+    conn = st.conn
+    if conn is None:
+        raise NotConnected(st.server_uid)
+    try:
+        conn.send(frame)
+    except Closed as e:
+        raise NotConnected(st.server_uid) from e
 
 
 class AgentState:
@@ -130,7 +143,7 @@ class Hub:
         frame = {"type": "call", "call_id": call_id, "event": event,
                  "data": {} if data is None else data}
         try:
-            st.conn.send(frame)
+            _send(st, frame)
             return result.get(timeout=timeout)
         except gevent.Timeout as e:
             raise CallTimeout(call_id) from e
@@ -143,7 +156,7 @@ class Hub:
         st = self._agents.get(server_uid)
         if st is None or st.conn is None:
             raise NotConnected(server_uid)
-        st.conn.send({"type": "cancel", "data": {"call_id": call_id}})
+        _send(st, {"type": "cancel", "data": {"call_id": call_id}})
 
     # Frames from the agent ---------------------------------------------------------------
 
