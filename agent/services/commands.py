@@ -1,0 +1,344 @@
+"""The whitelisted host actions of ``agent.command.execute`` (commands.md 2.1).
+
+Each entry says how it runs: as an argument list in the worker (no shell; output capped,
+process group killed on timeout or cancel), through the Docker SDK, or as an allow-listed
+supervisor op over the IPC (privileged actions, protocol.md 6). Nothing here builds a
+command line from request data: ``args`` of the request is accepted and ignored.
+"""
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.pool
+
+from agent import log
+from agent.errors import AgentError
+from agent.services.docker import MANAGED, rfc3339, translate
+
+OUTPUT_CAP = 60 * 1024
+KILL_GRACE = 10.0          # commands.md 1.8: SIGTERM, then SIGKILL after 10 s
+DEFAULT_TIMEOUT = 300.0
+RESTART_DELAY = 1.0        # agent.restart: let the reply leave first
+CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+DATABASE_VOLUMES = "pulseup.component=database"
+
+_log = log.get("commands")
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    name: str
+    description: str
+    category: str
+    requires_confirmation: bool
+    kind: str                       # supervisor | argv | sdk | refuse | restart_agent
+    op: str = ""                    # supervisor op, or the name of an sdk action
+    op_args: dict = field(default_factory=dict)
+    timeout: float = DEFAULT_TIMEOUT
+
+
+WHITELIST = {e.id: e for e in (
+    Entry("system.reboot", "Reboot server", "Reboot the host through the service manager",
+          "system", True, "supervisor", "system.reboot"),
+    Entry("system.shutdown", "Shut down server", "Power off the host", "system", True,
+          "supervisor", "system.shutdown"),
+    Entry("system.update_packages", "Update packages",
+          "Refresh the package index, then upgrade non-interactively", "system", True,
+          "supervisor", "system.update_packages", timeout=1800.0),
+    Entry("docker.list_all", "List containers", "Table of all containers: ID, name, status, image",
+          "docker", False, "argv", "list_all"),
+    Entry("docker.prune_images", "Prune images",
+          "Remove all unused images (includes rollback images not used by a container)",
+          "docker", True, "sdk", "prune_images"),
+    Entry("docker.prune_volumes", "Prune volumes",
+          "Remove unused volumes, never PulseUp database volumes", "docker", True, "sdk", "prune_volumes"),
+    Entry("docker.system_prune", "System prune",
+          "Remove unused containers, images, networks, build cache and volumes, never PulseUp "
+          "database volumes", "docker", True, "sdk", "system_prune"),
+    Entry("service.restart_caddy", "Restart proxy", "Restart the PulseUp proxy container",
+          "service", False, "sdk", "restart_caddy"),
+    Entry("service.restart_docker", "Restart Docker", "Restart the Docker daemon", "service", True,
+          "supervisor", "service.restart", {"unit": "docker"}),
+    Entry("disk.cleanup_logs", "Clean up old logs",
+          "Delete *.log under /var/log older than 30 days, except /var/log/pulseup", "disk", False,
+          "supervisor", "disk.cleanup_logs"),
+    Entry("disk.cleanup_temp", "Clean up temporary files",
+          "Delete files under /tmp not accessed for 7 days", "disk", False, "supervisor", "disk.cleanup_temp"),
+    Entry("agent.update", "Update agent", "Use agent.update.apply instead", "agent", True, "refuse"),
+    Entry("agent.restart", "Restart agent",
+          "Restart the agent's own units through the service manager (the reply is sent first)",
+          "agent", False, "restart_agent"),
+)}
+
+
+def describe(entry, with_category=True):
+    row = {"id": entry.id, "name": entry.name, "description": entry.description,
+           "requires_confirmation": entry.requires_confirmation}
+    if with_category:
+        row["category"] = entry.category
+    return row
+
+
+def catalogue():
+    """agent.command.list's reply: the whitelist sorted by id."""
+    entries = [WHITELIST[key] for key in sorted(WHITELIST)]
+    by_category = {}
+    for entry in entries:
+        by_category.setdefault(entry.category, []).append(describe(entry, with_category=False))
+    return {"commands": [describe(e) for e in entries], "commands_by_category": by_category,
+            "total_commands": len(entries)}
+
+
+def refuse_if_disabled(cfg, *names):
+    """decisions 19: PULSEUP_DISABLED_COMMANDS refuses commands and ops locally."""
+    for name in names:
+        if name in (cfg.pulseup_disabled_commands or ()):
+            raise AgentError("permission_denied", f"{name} is disabled on this host (PULSEUP_DISABLED_COMMANDS)")
+
+
+def require_ipc(services):
+    if services.ipc is None:
+        raise AgentError("unavailable", "supervisor is not reachable")
+    return services.ipc
+
+
+class CommandRunner:
+    """Runs one whitelisted action for a call (see the module docstring)."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.services, self.cfg = ctx.services, ctx.services.cfg
+
+    def execute(self, command_id, confirm=False):
+        """Run ``command_id``; raises not_found, permission_denied, failed_precondition,
+        unavailable, command_failed (with the reply fields), deadline_exceeded, cancelled."""
+        entry = WHITELIST.get(command_id)
+        if entry is None:
+            raise AgentError("not_found", f"unknown command: {command_id}", field="command_id")
+        refuse_if_disabled(self.cfg, "agent.command.execute", command_id)
+        if entry.requires_confirmation and not confirm:
+            raise AgentError("failed_precondition", f"{command_id} requires confirm: true", field="confirm")
+        started = time.monotonic()
+        output, error, exit_code = getattr(self, f"_run_{entry.kind}")(entry)
+        reply = {"output": output, "error": error, "timestamp": rfc3339(), "exit_code": exit_code,
+                 "duration_seconds": round(time.monotonic() - started, 3)}
+        if exit_code != 0:
+            summary = (log.redact(error).strip().splitlines() or [f"exit code {exit_code}"])[-1][:200]
+            raise AgentError("command_failed", f"Command failed: {summary}", **reply,
+                             stderr_tail=log.redact(error[-4096:]))
+        return reply
+
+    def _timeout(self, entry):
+        remaining = self.ctx.remaining()
+        return entry.timeout if remaining is None else min(entry.timeout, remaining)
+
+    # -- kinds ------------------------------------------------------------------------
+
+    def _run_refuse(self, entry):
+        raise AgentError("failed_precondition", f"{entry.id} is not available: use agent.update.apply")
+
+    def _run_supervisor(self, entry):
+        result = require_ipc(self.services).call(entry.op, dict(entry.op_args), timeout=self._timeout(entry)) or {}
+        output = result.get("output") or result.get("message") or (json.dumps(result, sort_keys=True) if result else "")
+        return str(output)[:OUTPUT_CAP], str(result.get("error") or "")[:OUTPUT_CAP], int(result.get("exit_code") or 0)
+
+    def _run_restart_agent(self, entry):
+        ipc = require_ipc(self.services)
+        self.services.spawn("agent-restart", _restart_worker_later, ipc)
+        return "agent restart requested: the supervisor restarts pulseup-worker after this reply", "", 0
+
+    def _run_argv(self, entry):
+        docker = shutil.which("docker", path=CHILD_PATH)
+        if docker is None:
+            raise AgentError("failed_precondition", "the docker CLI is not installed (needed by docker.list_all)")
+        argv = [docker, "ps", "--all", "--no-trunc", "--format",
+                "table {{.ID}}\t{{.Names}}\t{{.Status}}\t{{.Image}}"]
+        result = run_capped(argv, child_env(self.cfg), self._timeout(entry), self.ctx.on_cancel)
+        self.ctx.check()  # a cancelled run ends with the cancellation, not its exit code
+        return result
+
+    def _run_sdk(self, entry):
+        docker = self.services.docker
+        with translate(entry.id):
+            lines = getattr(self, f"_sdk_{entry.op}")(docker)
+        return "\n".join(lines)[:OUTPUT_CAP], "", 0
+
+    def _sdk_prune_images(self, docker):
+        return _prune_lines("images", docker.client.images.prune(filters={"dangling": False}))
+
+    def _sdk_prune_volumes(self, docker):
+        filters = {"label!": DATABASE_VOLUMES}
+        if _api_at_least(docker.api.api_version, "1.42"):
+            filters["all"] = "true"   # API 1.42 prunes only anonymous volumes without it
+        return _prune_lines("volumes", docker.client.volumes.prune(filters=filters))
+
+    def _sdk_system_prune(self, docker):
+        # Stopped managed containers are services the user stopped: removing them is
+        # service.delete's job, not a prune's.
+        lines = _prune_lines("containers", docker.client.containers.prune(filters={"label!": f"{MANAGED}=true"}))
+        lines += _prune_lines("networks", docker.client.networks.prune())
+        lines += self._sdk_prune_images(docker)
+        lines += self._sdk_prune_volumes(docker)
+        lines += _prune_lines("build cache", docker.api.prune_builds())
+        return lines
+
+    def _sdk_restart_caddy(self, docker):
+        proxy = docker.proxy_container()
+        if proxy is None:
+            raise AgentError("not_found", "no PulseUp proxy container (label pulseup.component=caddy)")
+        proxy.restart(timeout=30)
+        return [f"restarted {proxy.name}"]
+
+
+def _prune_lines(what, result):
+    result = result or {}
+    removed = next((v for k, v in result.items() if k.endswith("Deleted") and v), None) or []
+    names = [r if isinstance(r, str) else ", ".join(f"{k}: {v}" for k, v in r.items()) for r in removed]
+    return [f"{what}: removed {len(names)}, reclaimed {result.get('SpaceReclaimed', 0)} bytes"] + names
+
+
+def _api_at_least(version, minimum):
+    return tuple(int(p) for p in version.split(".")) >= tuple(int(p) for p in minimum.split("."))
+
+
+def _restart_worker_later(ipc):
+    gevent.sleep(RESTART_DELAY)
+    try:
+        ipc.call("service.restart", {"unit": "pulseup-worker"}, timeout=30.0)
+    except AgentError as exc:
+        _log.error("agent.restart: the supervisor refused or is unreachable: %s", exc.message)
+
+
+def child_env(cfg):
+    """decisions 12: a minimal environment without the agent's secrets."""
+    env = {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
+    if cfg.docker_host:
+        env["DOCKER_HOST"] = cfg.docker_host
+    return env
+
+
+def run_capped(argv, env, timeout, on_cancel=None):
+    """Run ``argv`` (no shell) in its own process group; ``(stdout, stderr, exit_code)``
+    with each output capped at OUTPUT_CAP. Raises deadline_exceeded after ``timeout``
+    (the group is killed) and kills the group when the caller is cancelled or killed."""
+    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env=env, start_new_session=True)
+    if on_cancel is not None:
+        on_cancel(lambda: _signal_group(process, signal.SIGTERM))
+    readers = gevent.pool.Group()
+    try:
+        out = readers.spawn(_read_capped, process.stdout)
+        err = readers.spawn(_read_capped, process.stderr)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AgentError("deadline_exceeded", f"{os.path.basename(argv[0])} did not finish in {timeout:g} s") from None
+        readers.join()
+        return out.get(), err.get(), code
+    finally:
+        if process.poll() is None:
+            terminate(process)
+        readers.kill()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def _read_capped(stream):
+    kept, size = [], 0
+    while True:
+        chunk = stream.read1(8192)
+        if not chunk:
+            break
+        if size < OUTPUT_CAP:
+            kept.append(chunk[:OUTPUT_CAP - size])
+            size += len(kept[-1])
+    return b"".join(kept).decode("utf-8", errors="replace")
+
+
+def _signal_group(process, signum):
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def terminate(process, grace=KILL_GRACE):
+    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
+    _signal_group(process, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        _signal_group(process, signal.SIGKILL)
+        process.wait()
+
+
+# -- agent.logs.fetch (decisions 47) -----------------------------------------------------
+
+LOG_FILES = ("worker", "supervisor")
+TAIL_BLOCK = 64 * 1024
+TAIL_MAX_BYTES = 8 * 1024 * 1024
+LOGS_BUDGET = 448 * 1024
+_STAMP = re.compile(r"(\d{4}-\d\d-\d\d)[T ](\d\d:\d\d:\d\d)(?:[.,](\d+))?")
+
+
+def agent_logs(cfg, lines, ring=None):
+    """The agent's own last ``lines`` log lines, oldest first, redacted:
+    ``{logs, sources, truncated}``. The in-process ring buffer comes first, then
+    ``AGENT_LOG_DIR/{worker,supervisor}.log`` when readable (worker lines already in the
+    ring are not repeated); lines are merged in timestamp order."""
+    ring = log.ring if ring is None else ring
+    memory = ring.tail(len(ring.lines))
+    collected, sources = list(memory), ["ring_buffer"]
+    seen = set(memory)
+    for name in LOG_FILES:
+        path = os.path.join(cfg.agent_log_dir, f"{name}.log")
+        tail = tail_file(path, lines)
+        if tail is None:
+            continue
+        sources.append(path)
+        collected += [line for line in tail if name != "worker" or line not in seen]
+    ordered = _by_time(collected)
+    chosen = [log.redact(line) for line in ordered[-lines:]]
+    from agent.services.docker_logs import fit
+    fitted, cut = fit(chosen, LOGS_BUDGET)
+    return {"logs": fitted, "sources": sources, "truncated": cut or len(ordered) > lines}
+
+
+def _by_time(lines):
+    """Stable sort on each line's timestamp; a line without one keeps its predecessor's."""
+    keyed, last = [], ""
+    for line in lines:
+        match = _STAMP.search(line[:80])
+        if match:
+            last = f"{match.group(1)}T{match.group(2)}.{(match.group(3) or '').ljust(9, '0')}"
+        keyed.append((last, line))
+    keyed.sort(key=lambda pair: pair[0])
+    return [line for _, line in keyed]
+
+
+def tail_file(path, count):
+    """The last ``count`` lines of a text file (reading backwards in blocks, at most
+    TAIL_MAX_BYTES); None when the file cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            end = handle.seek(0, os.SEEK_END)
+            data, position = b"", end
+            while position > 0 and data.count(b"\n") <= count and end - position < TAIL_MAX_BYTES:
+                step = min(TAIL_BLOCK, position)
+                position -= step
+                handle.seek(position)
+                data = handle.read(step) + data
+    except OSError:
+        return None
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if position > 0 and lines:
+        lines = lines[1:]  # the first one is probably cut
+    return [line for line in lines if line.strip()][-count:]
