@@ -13,6 +13,7 @@ MODULES = (
     "agent.handlers.monitoring",
     "agent.handlers.database",
     "agent.handlers.deploy",
+    "agent.handlers.domains",
     "agent.handlers.update",
 )
 

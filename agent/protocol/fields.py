@@ -48,7 +48,9 @@ class StrictString(fields.String):
 
 def Uid(**kwargs):
     """service_uid / deployment_uid / backup_uid (commands.md 1.3)."""
-    return StrictString(validate=validate.Regexp(UID_RE, error=f"must match {UID_PATTERN}"), **kwargs)
+    # marshmallow formats the error with str.format: the pattern's {0,63} must be escaped
+    error = "must match " + UID_PATTERN.replace("{", "{{").replace("}", "}}")
+    return StrictString(validate=validate.Regexp(UID_RE, error=error), **kwargs)
 
 
 class RequestSchema(Schema):

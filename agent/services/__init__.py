@@ -57,6 +57,21 @@ class Services:
         return DockerService(self.cfg)
 
     @cached_property
+    def git(self):
+        from agent.services.git import GitService
+        return GitService(self.cfg)
+
+    @cached_property
+    def build(self):
+        from agent.services.build import BuildService
+        return BuildService(self.cfg, self.docker)
+
+    @cached_property
+    def deploy(self):
+        from agent.services.deploy import DeployService
+        return DeployService(self)
+
+    @cached_property
     def container_logs(self):
         from agent.services.docker_log_streams import LogStreams
         return LogStreams(self)
@@ -70,3 +85,8 @@ class Services:
     def database(self):
         from agent.services.database import DatabaseService
         return DatabaseService(self.cfg, docker=self.docker)
+
+    @cached_property
+    def proxy(self):
+        from agent.services.caddy import CaddyService
+        return CaddyService(self.cfg, self.docker, self.events, spawn=self.spawn)

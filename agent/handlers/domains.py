@@ -1,0 +1,82 @@
+"""``service.domain.manage``: upsert, remove and status of a service's domains (commands.md 2.6).
+
+Upsert and remove are operations ``domain:<service_uid>`` serialised per service (commands.md
+1.8, 120 s / 600 s); ``status`` is read-only and never waits (1.8 rule 5), so it gets no
+service lock and an operation id of its own.
+"""
+
+import itertools
+
+from marshmallow import ValidationError, validate, validates_schema
+
+from agent.errors import AgentError
+from agent.handlers.registry import OperationSpec
+from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid
+
+UPSERT = ("add", "add_domain", "configure_domain", "upsert", "update", "update_domain")
+REMOVE = ("remove", "remove_domain")
+STATUS = ("status", "domain_status")
+_reads = itertools.count(1)
+
+
+class DomainManageSchema(RequestSchema):
+    action = StrictString(required=True)
+    service_uid = Uid(required=True)
+    domain = StrictString(required=True, validate=validate.Length(1, 1024))
+    port = StrictInteger(validate=validate.Range(1, 65535, error="must be 1-65535"))
+    protocol = StrictString(load_default="http", validate=validate.OneOf(["http", "https"]))
+    managed_certificate = StrictBoolean()
+    ssl = StrictBoolean()
+    force_https = StrictBoolean()
+    redirect_www = StrictString(load_default="none")
+    email = StrictString(validate=validate.Length(1, 254))
+
+    @validates_schema
+    def _port_for_upsert(self, data, **kwargs):
+        if _action(data) == "upsert" and "port" not in data:
+            raise ValidationError("required for upsert", "port")
+
+
+def _action(request):
+    action = str(request.get("action", "")).strip().lower()
+    for kind, names in (("upsert", UPSERT), ("remove", REMOVE), ("status", STATUS)):
+        if action in names:
+            return kind
+    return None
+
+
+def _operation_id(request):
+    if _action(request) == "status":
+        return f"domain_status:{request['service_uid']}:{next(_reads)}"
+    return f"domain:{request['service_uid']}"
+
+
+def _lock_key(request):
+    return None if _action(request) == "status" else request["service_uid"]
+
+
+def manage(ctx, request):
+    action, uid, proxy = _action(request), request["service_uid"], ctx.services.proxy
+    try:
+        if action == "upsert":
+            managed = request.get("managed_certificate", request.get("ssl", True))
+            domain_info = proxy.upsert(
+                uid, request["domain"], request["port"], request["protocol"], managed,
+                request.get("force_https"), request["redirect_www"], request.get("email"))
+            return {"success": True, "message": "domain configured successfully",
+                    "domain": domain_info["domain"], "domain_info": domain_info}
+        if action == "remove":
+            name = proxy.remove(uid, request["domain"])
+            return {"success": True, "message": "domain removed successfully", "domain": name}
+        if action == "status":
+            return {"success": True, "domain_info": proxy.status(uid, request["domain"])}
+        raise AgentError("unimplemented", f"unknown action: {request['action']}", field="action")
+    except AgentError as exc:
+        # commands.md 2.6: the failure data carries success, message and code
+        exc.details = dict(exc.details, success=False, message=exc.message)
+        raise
+
+
+def register(registry):
+    registry.add("service.domain.manage", manage, DomainManageSchema(), OperationSpec(
+        "domain", _operation_id, 120, 600, lock_key=_lock_key))
