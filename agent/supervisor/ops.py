@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Callable
 
+import gevent
+
 from marshmallow import ValidationError, validate, validates_schema
 
 from agent import log
@@ -152,16 +154,22 @@ def remove_old_files(seam, root, older_than, age_of, pattern="*", exclude=()):
     return count, freed
 
 
+def _off_the_hub(func, *args, **kwargs):
+    # a walk of a large /var/log or /tmp is blocking file I/O: keep the IPC server
+    # and the arbiter responsive by running it in gevent's thread pool
+    return gevent.get_hub().threadpool.apply(func, args, kwargs)
+
+
 def cleanup_logs(call, args):
     roots = call.host.roots
-    count, freed = remove_old_files(call.seam, roots.logs, 30 * DAY, lambda st: st.st_mtime,
-                                    "*.log", exclude=(roots.logs_excluded,))
+    count, freed = _off_the_hub(remove_old_files, call.seam, roots.logs, 30 * DAY, lambda st: st.st_mtime,
+                                "*.log", exclude=(roots.logs_excluded,))
     return {"root": roots.logs, "deleted_files": count, "freed_bytes": freed}
 
 
 def cleanup_temp(call, args):
     roots = call.host.roots
-    count, freed = remove_old_files(call.seam, roots.temp, 7 * DAY, lambda st: st.st_atime)
+    count, freed = _off_the_hub(remove_old_files, call.seam, roots.temp, 7 * DAY, lambda st: st.st_atime)
     return {"root": roots.temp, "deleted_files": count, "freed_bytes": freed}
 
 
