@@ -45,11 +45,11 @@ class LogReader:
     Raises AgentError (not_found, unavailable...) when opening or while reading.
     """
 
-    def __init__(self, docker, container, follow=False, tail="all", since=None):
+    def __init__(self, docker_service, container, follow=False, tail="all", since=None):
         import docker.errors
         import requests
 
-        api = docker.api
+        api = docker_service.api
         self.tty = bool((container.attrs.get("Config") or {}).get("Tty"))
         params = {"stdout": 1, "stderr": 1, "follow": int(follow), "tail": tail}
         if since:

@@ -11,7 +11,7 @@ import operator
 import re
 import uuid
 
-from marshmallow import ValidationError, fields, post_load, validate, validates
+from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
 
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictNumber, StrictString
 from agent.services.docker import rfc3339
@@ -77,11 +77,11 @@ class AlertsSetupSchema(RequestSchema):
     rules = fields.List(fields.Nested(AlertRuleSchema), required=True,
                         validate=validate.Length(max=MAX_RULES, error=f"at most {MAX_RULES} rules"))
 
-    @validates("rules")
-    def _unique(self, rules, **kwargs):
-        ids = [rule["id"] for rule in rules]
+    @validates_schema(skip_on_field_errors=True)
+    def _unique(self, data, **kwargs):
+        ids = [rule["id"] for rule in data["rules"]]
         if len(ids) != len(set(ids)):
-            raise ValidationError("rule ids must be unique")
+            raise ValidationError("rule ids must be unique", "rules")
 
 
 def default_rules():
