@@ -56,6 +56,9 @@ class FakeProxyContainer:
         self.boot_config_path = os.path.join(caddy_dir, "config", "caddy.json")
         self.ensured = 0
 
+    def prepare_dirs(self):
+        os.makedirs(os.path.dirname(self.boot_config_path), exist_ok=True)
+
     def ensure(self):
         self.ensured += 1
         return object(), False

@@ -48,7 +48,10 @@ class AdminClient:
 
     def _request(self, method, path, body=None, timeout=None):
         conn = _UnixConnection(self.socket_path, timeout or self.timeout)
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        # Caddy's admin endpoint on a Unix socket only allows an empty Host (origin check)
+        headers = {"Host": ""}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         try:
             conn.request(method, path, body=body, headers=headers)
             response = conn.getresponse()

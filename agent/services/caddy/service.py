@@ -192,16 +192,23 @@ class CaddyService:
                     self._schedule_check(name)
         return records
 
+    def _render(self, records):
+        return build_document(records, self.cfg.caddy_tls_issuer, self.cfg.caddy_https_port,
+                              self.cfg.caddy_http_port)
+
     def _apply(self, records, previous):
-        container, _fresh = self.container.ensure()
-        document = build_document(records, self.cfg.caddy_tls_issuer,
-                                  self.cfg.caddy_https_port, self.cfg.caddy_http_port)
-        data = json.dumps(document, indent=1, sort_keys=True).encode()
-        applied = os.path.join(self.dir, "caddy.json")
+        boot = self.container.boot_config_path
+        if not os.path.exists(boot):
+            # the proxy boots from the last committed document (a restart keeps the routes)
+            self.container.prepare_dirs()
+            dom.write_atomic(boot, _encode(self._render(previous)))
+        self.container.ensure()
+        document = self._render(records)
         self.admin.load(document)
         try:
-            dom.write_atomic(applied, data)
-            dom.write_atomic(self.container.boot_config_path, data)
+            data = _encode(document)
+            dom.write_atomic(os.path.join(self.dir, "caddy.json"), data)
+            dom.write_atomic(boot, data)
             self.store.save(records)
         except AgentError:
             # state could not be committed: put the previous document back in the proxy
@@ -210,8 +217,7 @@ class CaddyService:
 
     def _restore(self, previous):
         try:
-            self.admin.load(build_document(previous, self.cfg.caddy_tls_issuer,
-                                           self.cfg.caddy_https_port, self.cfg.caddy_http_port))
+            self.admin.load(self._render(previous))
         except AgentError as exc:
             _log.error("could not restore the previous proxy config: %s", exc.message)
 
@@ -278,6 +284,10 @@ class CaddyService:
     def close(self):
         for name in list(self._checks):
             self._cancel_check(name)
+
+
+def _encode(document):
+    return json.dumps(document, indent=1, sort_keys=True).encode()
 
 
 def _find(records, name):
