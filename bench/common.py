@@ -235,7 +235,7 @@ class Lab:
         env = {"WEBSOCKET_URL": self.devserver.ws_url, "ENROLL_CA_FILE": self.devserver.ca_file,
                "STATE_DIR": f"{base}/state", "CERT_DIR": f"{base}/certs", "AGENT_LOG_DIR": f"{base}/logs",
                "LOG_LEVEL": "WARNING"}
-        env.update({k.upper(): v for k, v in settings.items()})
+        env.update({k.upper(): str(v) for k, v in settings.items()})
         return env
 
     def enroll(self, env):

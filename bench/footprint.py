@@ -1,0 +1,90 @@
+"""Benchmark 2: idle footprint of the worker (and the supervisor) vs a bare idle client.
+
+The worker runs as a subprocess (``python -m bench.common worker``: the real ``Worker`` with
+the full registry, run as root here because ``worker_main`` refuses root; the objects and
+loops are the same), connected to an in-process devserver. After ``--idle`` seconds (20 s by
+default, not the issue's 60 s, to keep ``bench.run`` under 10 minutes) it reports its RSS and
+its CPU use over the idle window. Baseline, in the same run: a process holding one idle TLS
+WebSocket with websocket-client under gevent (the least an agent can be). The supervisor
+(``python -m agent supervisor``, root, private socket path) is measured the same way.
+
+    .venv/bin/python -m bench.footprint [--idle 20]
+"""
+
+from bench import common  # noqa: I001  (patches gevent first)
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+
+BENCH = "footprint"
+SETTLE = 3.0
+
+
+def idle_figures(pids, seconds):
+    """{pid: (RSS KiB at the end, CPU % of one core over the window)}."""
+    before = {pid: common.cpu_seconds(pid) for pid in pids}
+    started = time.monotonic()
+    gevent.sleep(seconds)
+    elapsed = time.monotonic() - started
+    return {pid: (common.rss_kib(pid), 100 * (common.cpu_seconds(pid) - before[pid]) / elapsed)
+            for pid in pids}
+
+
+def start_baseline(work):
+    echo, url, ca_file = common.start_echo_process(work)
+    client = subprocess.Popen([sys.executable, "-m", "bench.common", "idle-client", url, ca_file],
+                              cwd=common.ROOT, env=common.python_env(), stdout=subprocess.PIPE, text=True)
+    common.wait_line(client, "CONNECTED=")
+    return echo, client
+
+
+def start_supervisor(work):
+    if os.geteuid() != 0:
+        return None
+    env = common.python_env(SUPERVISOR_SOCKET=os.path.join(work, "run", "supervisor.sock"),
+                            STATE_DIR=os.path.join(work, "supervisor-state"), LOG_LEVEL="WARNING")
+    return subprocess.Popen([sys.executable, "-m", "agent", "--config", os.devnull, "supervisor"],
+                            cwd=common.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run(idle):
+    lab = common.Lab()
+    extra = []
+    try:
+        worker, _uid = lab.start_worker("footprint")
+        echo, client = start_baseline(lab.work)
+        supervisor = start_supervisor(lab.work)
+        extra = [p for p in (echo, client, supervisor) if p is not None]
+        gevent.sleep(SETTLE)     # start-up work (imports, first samples) is not idle time
+        pids = [worker.pid, client.pid] + ([supervisor.pid] if supervisor else [])
+        figures = idle_figures(pids, idle)
+    finally:
+        for proc in extra:
+            proc.terminate()
+            proc.wait(10)
+        lab.close()
+    note = f"after {idle:g} s connected and idle; baseline: idle websocket-client process"
+    (w_rss, w_cpu), (b_rss, b_cpu) = figures[worker.pid], figures[client.pid]
+    common.report(BENCH, "worker RSS", w_rss / 1024, "MiB", b_rss / 1024, note=note)
+    common.report(BENCH, "worker idle CPU", w_cpu, "% core", b_cpu, note=note)
+    if supervisor is not None:
+        s_rss, s_cpu = figures[supervisor.pid]
+        common.report(BENCH, "supervisor RSS", s_rss / 1024, "MiB", b_rss / 1024, note=note)
+        common.report(BENCH, "supervisor idle CPU", s_cpu, "% core", b_cpu, note=note)
+    return 0
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--idle", type=float, default=20.0)
+    args = parser.parse_args(argv)
+    return run(args.idle)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
