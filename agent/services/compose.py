@@ -1,0 +1,369 @@
+"""The Docker Compose method of ``service.app.deploy`` (commands.md 2.5.5, decisions 27).
+
+``docker compose`` (v2) when it answers, else Debian's ``docker-compose`` (v1, 1.29): v1 has
+no ``--wait`` (ENVIRONMENT.md), so after ``up -d`` the agent polls state and health through
+the SDK. Safety is an allow-list checked on the merged configuration that ``compose config``
+prints: bind sources must lie inside the clone (named volumes are fine), and ``privileged``,
+``devices``, ``cap_add``, ``security_opt`` and host ``userns_mode``/``pid``/``ipc``/
+``network_mode`` are refused unless ``PULSEUP_COMPOSE_ALLOW_PRIVILEGED``.
+
+Use from the deploy pipeline::
+
+    compose = ComposeService(cfg, services.docker)
+    plan = compose.plan(service_uid, clone_dir, base_directory, options, needs_target=bool(ports))
+    override = compose.write_override(plan, service_uid, deployment_uid, port_mappings, env)
+    try:
+        result = compose.up(plan, override, health_timeout, on_line, ctx)
+    finally:
+        os.unlink(override)
+    ctx.services.proxy.switch(service_uid, result["upstream"], primary_internal_port)
+"""
+
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+
+import gevent
+import gevent.pool
+
+from agent import log
+from agent.errors import AgentError, invalid
+from agent.services.docker import COMPOSE_PROJECT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID
+from agent.services.docker import health_of, state_of
+
+AUTO_OVERRIDES = ("docker-compose.override.yml", "docker-compose.override.yaml",
+                  "compose.override.yml", "compose.override.yaml")
+_REFUSED_KEYS = ("privileged", "devices", "cap_add", "security_opt")
+_HOST_MODES = ("userns_mode", "pid", "ipc", "network_mode")
+
+
+@dataclass
+class ComposePlan:
+    project: str
+    workdir: str                 # <clone>/<base_directory>
+    files: list                  # compose file, then the automatic overrides present
+    services: list               # names from `compose config`
+    target: str = None           # service that gets ports and domains (None: no target)
+    up_services: list = field(default_factory=list)   # empty: all services
+    config: dict = field(default_factory=dict)        # merged configuration
+    version: str = None          # the compose file's `version:` (v1 needs it in the override)
+
+    @property
+    def alias(self):
+        """``<project>-<service>`` on pulseup-net: the target's upstream name."""
+        return f"{self.project}-{self.target}" if self.target else None
+
+
+def project_name(service_uid, requested=None):
+    """commands.md 1.4: the requested name, else ``pulseup-<uid>``; lowercased, '.' -> '-'."""
+    name = (requested or f"pulseup-{service_uid}").lower().replace(".", "-")
+    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+        raise invalid("docker_compose_project_name", "must be letters, digits, '_' and '-'")
+    return name
+
+
+class ComposeService:
+    """Raises AgentError: ``failed_precondition`` (no compose, unsafe file),
+    ``invalid_argument`` (file outside the clone, service selection), ``command_failed``
+    (compose exited non-zero), ``health_check_failed`` (services not ready in time)."""
+
+    def __init__(self, cfg, docker):
+        self.cfg = cfg
+        self.docker = docker
+        self._argv = None
+
+    def environment(self):
+        """decisions 12: a minimal environment without agent secrets, plus DOCKER_HOST."""
+        return child_environment(DOCKER_HOST=self.cfg.docker_host)
+
+    def command(self):
+        """(argv prefix, major version); failed_precondition when neither compose exists."""
+        if self._argv is None:
+            for argv, version in ((["docker", "compose"], 2), (["docker-compose"], 1)):
+                if _answers(argv + ["version"], self.environment()):
+                    self._argv = (argv, version)
+                    break
+            else:
+                raise AgentError("failed_precondition", "Docker Compose is not installed: install "
+                                 "the docker compose plugin or the docker-compose package")
+        return self._argv
+
+    def plan(self, service_uid, clone_dir, base_directory="", compose_file="docker-compose.yml",
+             project=None, selected=(), mode="all", needs_target=False):
+        """Resolve files, list services, check the safety policy, pick the target service."""
+        root = os.path.realpath(clone_dir)
+        workdir = inside(root, os.path.join(root, base_directory or ""), "base_directory")
+        main = inside(root, os.path.join(workdir, compose_file or "docker-compose.yml"),
+                      "docker_compose_path")
+        if not os.path.isfile(main):
+            raise invalid("docker_compose_path", f"{compose_file} not found in the repository")
+        base = os.path.splitext(os.path.basename(main))[0]
+        names = [f"{base}.override.yml", f"{base}.override.yaml", *AUTO_OVERRIDES]
+        files = [main] + [inside(root, os.path.join(os.path.dirname(main), n), "docker_compose_path")
+                          for n in dict.fromkeys(names)
+                          if os.path.lexists(os.path.join(os.path.dirname(main), n))]
+        plan = ComposePlan(project_name(service_uid, project), workdir, files, [])
+        plan.config = self._config(plan)
+        plan.services = sorted((plan.config.get("services") or {}).keys())
+        plan.version = _file_version(main)
+        self.validate(plan.config, root)
+        selected = [selected] if isinstance(selected, str) else list(selected or ())
+        _select(plan, selected, mode, needs_target)
+        return plan
+
+    def _config(self, plan):
+        import yaml
+
+        argv, _ = self.command()
+        out = run_tool(argv + _file_args(plan) + ["config"], self.environment(), plan.workdir,
+                       what="compose config", capture=True)
+        try:
+            config = yaml.safe_load(out) or {}
+        except yaml.YAMLError as exc:
+            raise AgentError("command_failed", f"compose config printed invalid YAML: {exc}") from exc
+        return config if isinstance(config, dict) else {}
+
+    def validate(self, config, clone_dir):
+        """The allow-list of decisions 27 on a merged config; raises failed_precondition."""
+        if self.cfg.pulseup_compose_allow_privileged:
+            return
+        root = os.path.realpath(clone_dir)
+        for name, service in sorted((config.get("services") or {}).items()):
+            service = service or {}
+            for key in _REFUSED_KEYS:
+                if service.get(key):
+                    _refuse(name, f"'{key}' is not allowed")
+            for key in _HOST_MODES:
+                if str(service.get(key) or "").lower() == "host":
+                    _refuse(name, f"'{key}: host' is not allowed")
+            for source in _bind_sources(service.get("volumes") or ()):
+                if not _is_inside(root, source):
+                    _refuse(name, f"bind mount of {source} outside the repository")
+        for name, volume in sorted((config.get("volumes") or {}).items()):
+            device = ((volume or {}).get("driver_opts") or {}).get("device")
+            if device and not _is_inside(root, device):
+                _refuse(name, f"volume device {device} outside the repository")
+
+    def write_override(self, plan, service_uid, deployment_uid, port_mappings=(), env=None):
+        """The agent's override file (0600, outside the repository); returns its path.
+        The caller deletes it after :meth:`up`."""
+        services = {}
+        for name in plan.services:
+            spec = plan.config["services"].get(name) or {}
+            entry = {"labels": {MANAGED: "true", SERVICE_UID: service_uid,
+                                DEPLOYMENT_UID: deployment_uid}}
+            if env:
+                entry["environment"] = dict(env)
+            if "network_mode" not in spec:
+                networks = {} if spec.get("networks") else {"default": None}
+                networks[NETWORK] = {"aliases": [plan.alias]} if name == plan.target else None
+                entry["networks"] = networks
+            if name == plan.target:
+                entry["ports"] = [f"{m['external']}:{m['internal']}" for m in port_mappings
+                                  if m.get("external")]
+            services[name] = entry
+        document = {"services": services, "networks": {NETWORK: {"external": True}}}
+        if plan.version:
+            document = {"version": plan.version, **document}
+        fd, path = tempfile.mkstemp(prefix=f"pulseup-compose-{plan.project}-", suffix=".yml")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp creates it 0600
+            json.dump(document, handle)  # JSON is YAML
+        return path
+
+    def up(self, plan, override, health_timeout, on_line, ctx=None):
+        """Bring the project up and wait until it is ready; returns
+        ``{project, container_name, upstream, containers}``."""
+        argv, version = self.command()
+        self.docker.ensure_network()
+        args = argv + _file_args(plan) + ["-f", override, "up", "-d", "--build", "--remove-orphans"]
+        if version == 2:
+            args += ["--wait", "--wait-timeout", str(int(health_timeout))]
+        run_tool(args + list(plan.up_services), self.environment(), plan.workdir,
+                 what="compose up", on_line=on_line, ctx=ctx)
+        containers = self.wait_ready(plan, health_timeout, ctx)
+        return {"project": plan.project, "container_name": plan.project, "upstream": plan.alias,
+                "containers": [c.name for c in containers]}
+
+    def wait_ready(self, plan, timeout, ctx=None):
+        """Poll the project's containers until all run (and are healthy when they have a
+        health check); raises health_check_failed on an exit, unhealthy, or timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if ctx is not None:
+                ctx.check()
+            containers = self.docker.list_containers([f"{COMPOSE_PROJECT}={plan.project}"])
+            states = {c.name: (state_of(c), health_of(c)) for c in containers}
+            bad = {n: s for n, s in states.items() if s[0] in ("exited", "dead") or s[1] == "unhealthy"}
+            if bad:
+                raise AgentError("health_check_failed", f"compose services failed: {_describe(bad)}")
+            if containers and all(s == ("running", "healthy") or s == ("running", "none")
+                                  for s in states.values()):
+                return containers
+            if time.monotonic() >= deadline:
+                raise AgentError("health_check_failed", "compose services not ready within "
+                                 f"{timeout:g} s: {_describe(states) or 'no containers'}")
+            gevent.sleep(1.0)
+
+
+def inside(root, path, field_name):
+    """``path`` resolved (symlinks included); invalid_argument when it leaves ``root``."""
+    resolved = os.path.realpath(path)
+    if not _is_inside(root, resolved):
+        raise invalid(field_name, "must resolve inside the repository")
+    return resolved
+
+
+def _is_inside(root, path):
+    resolved = os.path.realpath(path)
+    return resolved == root or resolved.startswith(root.rstrip("/") + "/")
+
+
+def _bind_sources(volumes):
+    """Host paths of bind mounts in short (``src:dst[:mode]``) or long syntax."""
+    for volume in volumes:
+        if isinstance(volume, dict):
+            source = str(volume.get("source") or "")
+            kind = volume.get("type") or ("bind" if source.startswith(("/", ".")) else "volume")
+            if kind == "bind":
+                yield source
+        elif isinstance(volume, str) and ":" in volume:
+            source = volume.split(":", 1)[0]
+            if source.startswith(("/", ".", "~")):
+                yield os.path.expanduser(source)
+
+
+def _refuse(name, reason):
+    raise AgentError("failed_precondition", f"compose service {name}: {reason} "
+                     "(set PULSEUP_COMPOSE_ALLOW_PRIVILEGED=true to allow)")
+
+
+def _select(plan, selected, mode, needs_target):
+    unknown = [s for s in selected if s not in plan.services]
+    if unknown:
+        raise invalid("docker_compose_selected_services", f"unknown service {unknown[0]!r}")
+    if len(selected) == 1:
+        plan.target = selected[0]
+    elif len(plan.services) == 1:
+        plan.target = plan.services[0]
+    elif needs_target:
+        raise invalid("docker_compose_selected_services", "select exactly one service")
+    if (mode or "all").lower() != "all" and selected:
+        plan.up_services = list(selected)
+
+
+def _file_args(plan):
+    args = ["-p", plan.project]
+    for path in plan.files:
+        args += ["-f", path]
+    return args
+
+
+def _file_version(path):
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return None
+    version = data.get("version") if isinstance(data, dict) else None
+    return str(version) if version is not None else None
+
+
+def _answers(argv, env):
+    try:
+        run_tool(argv, env, None, what=argv[0], capture=True, timeout=20)
+    except AgentError:
+        return False
+    return True
+
+
+def _describe(states):
+    return ", ".join(f"{n} {s[0]}" + (f"/{s[1]}" if s[1] != "none" else "")
+                     for n, s in sorted(states.items()))
+
+
+# -- running compose / nixpacks (shared with agent.services.nixpacks) -------------------
+
+CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TAIL_BYTES = 4096
+
+
+def child_environment(**extra):
+    """decisions 12: PATH, LANG, HOME and the given values; never the agent's secrets."""
+    env = {"PATH": os.environ.get("PATH") or CHILD_PATH, "LANG": "C.UTF-8",
+           "HOME": os.environ.get("HOME", "/")}
+    env.update({k: v for k, v in extra.items() if v is not None})
+    return env
+
+
+def run_tool(argv, env, cwd, what, on_line=None, ctx=None, capture=False, timeout=None):
+    """Run ``argv`` (no shell) in its own process group; stream its lines to
+    ``on_line(text, level)``. Returns stdout when ``capture``. Raises failed_precondition
+    (program missing), command_failed (non-zero exit, with exit_code and a redacted
+    stderr_tail), deadline_exceeded (``timeout``); kills the group on cancellation."""
+    try:
+        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   start_new_session=True)
+    except FileNotFoundError as exc:
+        raise AgentError("failed_precondition", f"{argv[0]} is not installed") from exc
+    if ctx is not None:
+        ctx.on_cancel(lambda: _terminate(process))
+    tail, captured = collections.deque(maxlen=200), []
+    readers = gevent.pool.Group()
+    try:
+        readers.spawn(_pump, process.stdout, captured if capture else None, on_line, "INFO", tail)
+        readers.spawn(_pump, process.stderr, None, on_line, "ERROR", tail)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise AgentError("deadline_exceeded", f"{what} did not finish in {timeout:g} s") from None
+        readers.join()
+    finally:
+        if process.poll() is None:
+            _terminate(process)
+        readers.kill()
+    if code != 0:
+        text = log.redact("\n".join(tail))[-TAIL_BYTES:]
+        raise AgentError("command_failed", f"{what} exited with code {code}",
+                         exit_code=code, stderr_tail=text)
+    return "".join(captured)
+
+
+_PROGRESS = re.compile(r"^(Creating|Starting|Recreating|Building|Pulling|Step \d|Successfully|"
+                       r"Network|Container|Image|#\d)")
+
+
+def _pump(stream, captured, on_line, level, tail):
+    for raw in iter(stream.readline, b""):
+        text = raw.decode("utf-8", "replace")
+        if captured is not None:
+            captured.append(text)
+            continue
+        line = text.rstrip("\n")
+        tail.append(line)
+        if on_line is not None:
+            # stderr lines are errors unless they look like progress (commands.md 2.5.2)
+            on_line(line, "INFO" if level == "INFO" or _PROGRESS.match(line) else level)
+    stream.close()
+
+
+def _terminate(process, grace=10.0):
+    """SIGTERM to the group, SIGKILL after ``grace`` seconds (commands.md 1.8)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
