@@ -1,0 +1,134 @@
+"""Backup throughput against `pg_dump | zstd -3`, measured in the same run (decisions 38, 39).
+
+Starts a private dockerd (the integration harness), deploys the PostgreSQL stand-in through
+the agent's DatabaseService, generates --size-mb of table data server-side, then times:
+
+  baseline   docker exec ... pg_dump -Fc --compress=0 | zstd -3 > file   (the CLI and zstd(1))
+  agent      DatabaseService.backup (zstd level 3, python-zstandard off the hub)
+  agent-gz   the same with compression=gzip (level 6)
+
+and prints seconds, MiB/s, the ratio to the baseline and the worker's RSS growth.
+Run as root on the test machine:  .venv/bin/python bench/backup_throughput.py --size-mb 1024
+"""
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+import gevent  # noqa: E402
+import psutil  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests", "integration"), os.path.join(ROOT, "tests", "integration", "db")]
+
+import dbimages  # noqa: E402
+from harness import DockerDaemon  # noqa: E402
+from harness.images import build_base_image  # noqa: E402
+
+from agent import config  # noqa: E402
+from agent.handlers.context import CallContext  # noqa: E402
+from agent.services import Services  # noqa: E402
+from agent.services.database.backup import BackupJob  # noqa: E402
+from agent.services.database.provision import DeployRequest  # noqa: E402
+
+UID = "bench"
+PASSWORD = "bench-password"
+BYTES_PER_ROW = 265  # id + repeat(md5, 8) in pg_dump's custom format, measured
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size-mb", type=int, default=1024, help="uncompressed dump size (default 1024)")
+    parser.add_argument("--runs", type=int, default=1, help="repetitions per variant (best is kept)")
+    args = parser.parse_args()
+    daemon = DockerDaemon().start()
+    work = tempfile.mkdtemp(prefix="pulseup-bench-")
+    try:
+        run(daemon, work, args)
+    finally:
+        daemon.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run(daemon, work, args):
+    import docker
+
+    client = docker.DockerClient(base_url=daemon.host, timeout=600)
+    image = dbimages.postgres_image(client)
+    build_base_image(client)
+    cfg = config.defaults().replace(docker_host=daemon.host, pulseup_backup_dir=os.path.join(work, "backups"),
+                                    db_image_postgresql=image, db_image_pull="never")
+    services = Services(cfg)
+    ctx = CallContext(services, "bench", emit=lambda *a: None)
+    services.database.deploy(ctx, DeployRequest(UID, "postgresql", PASSWORD))
+    rows = args.size_mb * 2 ** 20 // BYTES_PER_ROW
+    started = time.monotonic()
+    client.containers.get(f"pulseup-db-{UID}").exec_run(
+        ["psql", "-U", "admin", "-d", "app", "-qc",
+         f"CREATE UNLOGGED TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, {rows}) g"])
+    print(f"generated {rows} rows in {time.monotonic() - started:.1f} s")
+    baseline = best(args.runs, lambda: time_baseline(daemon.host, work))
+    report("baseline pg_dump | zstd -3", baseline, baseline)
+    for label, compression in (("agent zstd", "zstd"), ("agent gzip", "gzip")):
+        result = best(args.runs, lambda: time_agent(services, compression))
+        report(label, result, baseline)
+    services.close()
+    client.close()
+
+
+def best(runs, func):
+    return min((func() for _ in range(runs)), key=lambda r: r[0])
+
+
+def time_baseline(host, work):
+    target = os.path.join(work, "baseline.dump.zst")
+    script = ('PGPASSWORD="$POSTGRES_PASSWORD" pg_dump -U "$POSTGRES_USER" -d app --format=custom --compress=0')
+    docker_cli = shutil.which("docker")
+    started = time.monotonic()
+    subprocess.run(f"{docker_cli} -H {host} exec pulseup-db-{UID} sh -c '{script}' | zstd -3 -q -o {target} -f",
+                   shell=True, check=True, timeout=3600)
+    elapsed = time.monotonic() - started
+    size = int(subprocess.run(f"zstd -dc {target} | wc -c", shell=True, check=True, capture_output=True,
+                              text=True).stdout)
+    os.unlink(target)
+    return elapsed, size, 0
+
+
+def time_agent(services, compression):
+    proc = psutil.Process()
+    baseline = peak = proc.memory_info().rss
+
+    def sample():
+        nonlocal peak
+        while True:
+            peak = max(peak, proc.memory_info().rss)
+            gevent.sleep(0.05)
+
+    sampler = gevent.spawn(sample)
+    ctx = CallContext(services, "bench", emit=lambda *a: None)
+    started = time.monotonic()
+    try:
+        result = services.database.backup(ctx, BackupJob(UID, f"b-{time.time_ns()}", compression=compression))
+    finally:
+        sampler.kill()
+    elapsed = time.monotonic() - started
+    os.unlink(result["backup_path"])
+    os.unlink(result["manifest_path"])
+    return elapsed, result["size"], peak - baseline
+
+
+def report(label, result, baseline):
+    elapsed, size, rss = result
+    print(f"{label:30s} {elapsed:7.2f} s  {size / elapsed / 2**20:7.1f} MiB/s  "
+          f"x{elapsed / baseline[0]:.2f} of baseline time  RSS +{rss / 2**20:.1f} MiB", flush=True)
+
+
+if __name__ == "__main__":
+    main()
