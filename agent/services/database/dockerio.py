@@ -176,7 +176,9 @@ class ExecStream:
 
     def _read1(self, size):
         try:
-            return self.reader.read1(size) if hasattr(self.reader, "read1") else self.reader.read(size)
+            if hasattr(self.reader, "read1"):
+                return self.reader.read1(size)
+            return self.reader.read(size)
         except socket.timeout as exc:
             raise AgentError("deadline_exceeded", "docker exec produced no output in time") from exc
         except (OSError, ValueError) as exc:  # ValueError: read on a closed file (cancel)
