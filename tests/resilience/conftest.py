@@ -73,15 +73,17 @@ class Agent:
 def start_agent(tmp_path, devserver):
     started = []
 
-    def start(via=None, **overrides):
-        """Enroll directly, then run the worker against ``via`` (a TcpProxy) or the devserver."""
+    def start(via=None, url=None, **overrides):
+        """Enroll directly, then run the worker against ``via`` (a TcpProxy), ``url`` (then
+        without waiting for the devserver to see it) or the devserver."""
         cfg = agent_config(tmp_path, devserver, **overrides)
         identity = enroll(cfg, devserver.create_token(), {"hostname": "resilience"})
         if via is not None:
-            cfg = cfg.replace(websocket_url=f"wss://127.0.0.1:{via.port}/ws/agent_v2")
-        agent = Agent(cfg, identity, CountingRegistry())
+            url = f"wss://127.0.0.1:{via.port}/ws/agent_v2"
+        agent = Agent(cfg.replace(websocket_url=url or cfg.websocket_url), identity, CountingRegistry())
         started.append(agent)
-        assert devserver.wait_connected(agent.uid, timeout=15) == agent.uid
+        if url is None or via is not None:
+            assert devserver.wait_connected(agent.uid, timeout=15) == agent.uid
         return agent
     yield start
     for agent in started:
