@@ -224,7 +224,8 @@ def test_bad_envelope_is_answered_and_connection_kept(server, audit):
         send(sock, {"id": "x" * 65, "op": "worker.status"})
         assert recv(sock)["error"]["code"] == "invalid_argument"
         send(sock, {"id": "2", "op": 5})
-        assert recv(sock) == {"id": "2", "ok": False, "error": {"code": "invalid_argument", "message": "op: must be a string"}}
+        assert recv(sock) == {"id": "2", "ok": False,
+                              "error": {"code": "invalid_argument", "message": "op: must be a string"}}
         send(sock, {"id": "3", "op": "worker.status", "args": {"connected": True, "version": "1"}})
         assert recv(sock)["ok"] is True
     assert audit.decisions()[-3:] == ["invalid_argument", "invalid_argument", "ok"]

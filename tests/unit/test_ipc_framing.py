@@ -9,13 +9,13 @@ from hypothesis import given, strategies as st
 from agent.protocol import ipc
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
-    max_leaves=20,
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
 )
 
 
-@given(st.dictionaries(st.text(), json_values, max_size=6))
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=4))
 def test_roundtrip_any_object(message):
     frame = ipc.encode(message)
     length = ipc.body_length(frame[:4])

@@ -61,3 +61,14 @@ def ssh_user(worker_user):
     os.chown(pw.pw_dir, pw.pw_uid, pw.pw_gid)
     yield pw
     shutil.rmtree(pw.pw_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def config_file(public_dir):
+    """An explicit, readable config file: the host's /etc/pulseup-agent/config (if a package
+    installed one) must not leak into the tests; settings come from the environment."""
+    path = os.path.join(public_dir, "config")
+    with open(path, "w") as handle:
+        handle.write("# settings come from the environment in these tests\n")
+    os.chmod(path, 0o644)
+    return path

@@ -99,11 +99,11 @@ def check_ssh_key_add(devserver, uid, ssh_user):
     assert again["data"]["added"] is False
 
 
-def test_run_end_to_end(devserver, agent_env, worker_user, ssh_user, python, public_dir):
+def test_run_end_to_end(devserver, agent_env, worker_user, ssh_user, python, public_dir, config_file):
     stderr_path = os.path.join(public_dir, "run.log")
     with open(stderr_path, "w") as stderr:
-        proc = subprocess.Popen([python, "-m", "agent", "run"], env=agent_env, stderr=stderr,
-                                stdout=subprocess.DEVNULL, cwd="/")
+        proc = subprocess.Popen([python, "-m", "agent", "--config", config_file, "run"], env=agent_env,
+                                stderr=stderr, stdout=subprocess.DEVNULL, cwd="/")
     try:
         def connected():
             assert proc.poll() is None, f"run exited with {proc.returncode}"
@@ -112,6 +112,7 @@ def test_run_end_to_end(devserver, agent_env, worker_user, ssh_user, python, pub
         first_auth = devserver.agents()[0]["authenticated_at"]
         (worker,) = wait_for(lambda: worker_children(proc.pid), 10, "the worker child")
         assert worker.uids().real == worker_user.pw_uid and worker.uids().effective == worker_user.pw_uid
+        assert worker.cmdline()[-3:] == ["--config", config_file, "worker"]   # passed through
         assert 0 not in worker.gids() and 0 not in os.getgrouplist(worker_user.pw_name, worker_user.pw_gid)
         wait_for(lambda: [r for r in audit_lines(stderr_path)
                           if r["op"] == "worker.status" and r["decision"] == "ok"
