@@ -4,7 +4,6 @@ import json
 import logging
 import os
 import struct
-import sys
 import textwrap
 
 import gevent
