@@ -11,7 +11,6 @@ it refuses a load (ENVIRONMENT.md, "Caddy").
 import copy
 import json
 import os
-import time
 
 import gevent
 import gevent.lock

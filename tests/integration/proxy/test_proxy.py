@@ -138,3 +138,22 @@ def test_refused_changes_leave_previous_config_serving(proxy_env, apps, monkeypa
     wait_for_body(cfg, "web5.example.test", "hello-web5", timeout=5)
     applied = json.load(open(os.path.join(cfg.state_dir, "caddy", "caddy.json")))
     assert "no_such_handler" not in json.dumps(applied)
+
+
+def test_reapply_recreates_a_removed_or_changed_proxy(proxy_env, apps, docker_client):
+    services, _events = proxy_env
+    cfg = services.cfg
+    apps.start("web6", 1, "hello-web6")
+    manage(services, action="add", service_uid="web6", domain="web6.example.test", port=8080,
+           ssl=False)
+    wait_for_body(cfg, "web6.example.test", "hello-web6")
+    docker_client.containers.get("pulseup-caddy").remove(force=True)
+    assert services.proxy.reapply() is True  # agent start-up
+    wait_for_body(cfg, "web6.example.test", "hello-web6")
+    first = docker_client.containers.get("pulseup-caddy")
+    assert first.labels["pulseup.component"] == "caddy" and first.labels["pulseup.managed"] == "true"
+    assert first.attrs["Config"]["User"] == f"{os.getuid()}:{os.getgid()}"
+    # a stopped proxy is started again by the next apply, which then succeeds
+    first.stop(timeout=5)
+    manage(services, action="remove", service_uid="web6", domain="web6.example.test")
+    assert http_get(cfg, "web6.example.test")[0] == 404
