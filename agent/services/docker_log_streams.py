@@ -98,7 +98,10 @@ class LogStream:
     def _finish(self):
         if self._attach is not None:
             self._attach.kill(block=True, timeout=5)
-        self._close_reader()
+        if self._attach is None or self._attach.dead:
+            # closing under a greenlet still reading would be a reentrant call (the kill
+            # above normally ends the read; urllib3 then drops the connection itself)
+            self._close_reader()
         self.flush()
         self._info(self._reason or "Log streaming stopped")
         self._done.set()
