@@ -102,12 +102,26 @@ class Worker:
             gevent.sleep(1.0)
         self.link.reconnect("using the renewed certificate")
 
+    def _start_background(self):
+        """Samplers and watchers; each spawned through services.spawn (one owner)."""
+        self.services.system.start(self.services)
+        from agent.services import docker_events
+        self.services.docker_events = docker_events.start(self.services)
+        self.services.spawn("proxy-reapply", self._reapply_proxy)
+        backups = _optional(self.services, "backups")
+        if backups is not None and hasattr(backups, "start"):
+            backups.start(self.services)
+
+    def _reapply_proxy(self):
+        """commands.md 2.6.2: the proxy gets the agent's stored routes back at start-up."""
+        try:
+            self.services.proxy.reapply()
+        except AgentError as exc:
+            _log.warning("could not re-apply the proxy configuration: %s", exc.message)
+
     def run(self):
         """Serve until SIGTERM or the link gives up; returns the exit code."""
-        for name in ("system", "docker_events"):
-            service = _optional(self.services, name)
-            if service is not None and hasattr(service, "start"):
-                service.start(self.services)
+        self._start_background()
         from agent.worker.identity import Renewer
         renewer = Renewer(self.cfg, lambda: self.link.identity, self._on_renewed)
         self.services.spawn("renewer", renewer.run)
