@@ -5,7 +5,6 @@ Upsert and remove are operations ``domain:<service_uid>`` serialised per service
 service lock and an operation id of its own.
 """
 
-import itertools
 
 from marshmallow import ValidationError, validate, validates_schema
 
@@ -16,7 +15,6 @@ from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, S
 UPSERT = ("add", "add_domain", "configure_domain", "upsert", "update", "update_domain")
 REMOVE = ("remove", "remove_domain")
 STATUS = ("status", "domain_status")
-_reads = itertools.count(1)
 
 
 class DomainManageSchema(RequestSchema):
@@ -46,13 +44,16 @@ def _action(request):
 
 
 def _operation_id(request):
-    if _action(request) == "status":
-        return f"domain_status:{request['service_uid']}:{next(_reads)}"
     return f"domain:{request['service_uid']}"
 
 
 def _lock_key(request):
-    return None if _action(request) == "status" else request["service_uid"]
+    return request["service_uid"]
+
+
+def _is_change(request):
+    """commands.md 1.8.5: domain `status` is read-only: not an operation, never waits."""
+    return _action(request) != "status"
 
 
 def manage(ctx, request):
@@ -79,4 +80,4 @@ def manage(ctx, request):
 
 def register(registry):
     registry.add("service.domain.manage", manage, DomainManageSchema(), OperationSpec(
-        "domain", _operation_id, 120, 600, lock_key=_lock_key))
+        "domain", _operation_id, 120, 600, lock_key=_lock_key, applies=_is_change))

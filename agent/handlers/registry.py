@@ -19,6 +19,11 @@ class OperationSpec:
     lock_key: Optional[Callable[[dict], str]] = None  # request -> FIFO key, e.g. service uid
     cancellable: bool = True
     preempting: bool = False                   # service.delete cancels queued/running ops of its key
+    applies: Optional[Callable[[dict], bool]] = None  # request -> False: run as a plain read-only command
+
+    def for_request(self, request):
+        """This spec, or None when the request is a read-only form (e.g. domain `status`)."""
+        return self if self.applies is None or self.applies(request) else None
 
 
 @dataclass(frozen=True)

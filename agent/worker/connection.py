@@ -14,10 +14,9 @@ import gevent.pool
 import gevent.queue
 import websocket
 
-from agent import __version__, exitcodes, log
+from agent import __version__, log
 from agent.errors import AgentError
 from agent.protocol import envelope
-from agent.worker.backoff import Backoff
 
 _log = log.get("connection")
 AUTH_TIMEOUT = 30.0

@@ -87,7 +87,10 @@ class Dispatcher:
         data = message.data if message.data is not None else {}
         timeout = self._timeout(command, data)
         request = load_request(command.schema, data) if command.schema is not None else data
-        return Job(message, command, request, timeout, command.operation)
+        spec = command.operation.for_request(request) if command.operation else None
+        if command.operation is not None and spec is None:
+            timeout = self.cfg.command_timeout
+        return Job(message, command, request, timeout, spec)
 
     def _timeout(self, command, data):
         if not isinstance(data, dict):

@@ -175,3 +175,24 @@ def test_restart_answers_interrupted_calls(tmp_path):
     from agent.worker.outbox import CallLog
     again = CallLog(h.cfg.state_dir)
     assert again.interrupted == ["a"]
+
+
+def test_read_only_form_of_an_operation_command_never_waits(h):
+    from agent.handlers.registry import OperationSpec, by_service
+    spec = OperationSpec("test", lambda r: f"rw:{r['service_uid']}", 60, 600, lock_key=by_service,
+                         applies=lambda r: r["seconds"] > 0)
+    h.dispatcher.registry.add("test.rw", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
+    h.call("w", "test.rw", {"service_uid": "s", "seconds": 2})
+    gevent.sleep(0.05)
+    h.call("r", "test.rw", {"service_uid": "s", "seconds": 0})
+    got = h.wait(["r"], timeout=1)
+    assert got["r"][0]["success"] and len(h.dispatcher.operations.listing()) == 1
+
+
+def _sleepish():
+    from agent.protocol.fields import RequestSchema, StrictNumber, Uid
+
+    class Sleep(RequestSchema):
+        service_uid = Uid(required=True)
+        seconds = StrictNumber(required=True)
+    return Sleep()

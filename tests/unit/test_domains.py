@@ -154,5 +154,13 @@ def test_actions_map_to_kinds_and_locks():
     status = {"action": "status", "service_uid": "svc"}
     assert handler._operation_id(upsert) == "domain:svc"
     assert handler._lock_key(upsert) == "svc"
-    assert handler._lock_key(status) is None
-    assert handler._operation_id(status) != handler._operation_id(status)
+    spec = _registered_spec()
+    assert spec.for_request(upsert) is spec
+    assert spec.for_request(status) is None     # read-only: no operation, no lock
+
+
+def _registered_spec():
+    from agent.handlers.registry import Registry
+    registry = Registry()
+    handler.register(registry)
+    return registry.get("service.domain.manage").operation
