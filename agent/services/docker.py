@@ -282,17 +282,21 @@ class DockerService:
 
     def mark_expected(self, container_id):
         """Record that the agent itself is about to stop or remove this container."""
-        self._expected[container_id] = time.monotonic()
+        self._expected[container_id] = time.time()
 
     def is_expected(self, container_id):
         stamp = self._expected.get(container_id)
-        if stamp is not None and time.monotonic() - stamp > EXPECTED_TTL:
+        if stamp is not None and time.time() - stamp > EXPECTED_TTL:
             self._expected.pop(container_id, None)
             return False
         return stamp is not None
 
-    def clear_expected(self, container_id):
-        self._expected.pop(container_id, None)
+    def clear_expected(self, container_id, started_at=None):
+        """Forget the mark; with ``started_at`` (epoch seconds of a start event) only when
+        that start came after the mark (a late event of an earlier run changes nothing)."""
+        stamp = self._expected.get(container_id)
+        if stamp is not None and (started_at is None or started_at > stamp):
+            del self._expected[container_id]
 
     def record_status(self, service_uid, status):
         """Remember the status last reported for a service; True when it changed (the

@@ -99,7 +99,7 @@ class EventsWatcher:
             return
         if action in ("start", "restart"):  # a new run: its stop is news again
             self._stopped_reported.discard(container_id)
-            self.docker.clear_expected(container_id)
+            self.docker.clear_expected(container_id, _event_time(event))
         if action in STOP_ACTIONS:
             self._container_stopped(container_id, action, attrs, event)
         status = _status_for(action)

@@ -124,9 +124,11 @@ class Lifecycle:
         """Stop every running container labelled with the service (stale versions too).
         Already stopped or gone is fine; any other failure raises internal/unavailable
         with ``stopped_containers`` and ``errors`` in the error's details."""
-        self.status_event(service_uid, "stopping")
         running = [c for c in self.docker.find_service_containers(service_uid)
                    if state_of(c) in ("running", "restarting", "paused")]
+        for container in running:  # before anything is reported: late events stay quiet
+            self.docker.mark_expected(container.id)
+        self.status_event(service_uid, "stopping")
         stopped, errors = [], []
         pool = gevent.pool.Pool(8)
         for container in running:
@@ -144,7 +146,6 @@ class Lifecycle:
         return result
 
     def _stop_one(self, container, stopped, errors):
-        self.docker.mark_expected(container.id)
         try:
             with translate(f"stop {container.name}"):
                 container.stop(timeout=self.stop_grace)

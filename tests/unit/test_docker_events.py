@@ -1,3 +1,5 @@
+import time
+
 import gevent
 import pytest
 import requests
@@ -7,10 +9,10 @@ from tests.unit.test_docker_fakes import (  # noqa: F401 (fixtures)
     app, cfg, database, docker_service, fake_client, services)
 
 
-def event(container, action, **attrs):
+def event(container, action, at=1700000000.5, **attrs):
     attributes = dict(container.labels, name=container.name, **attrs)
-    return {"Type": "container", "Action": action, "status": action, "time": 1700000000,
-            "timeNano": 1700000000_500000000, "Actor": {"ID": container.id, "Attributes": attributes}}
+    return {"Type": "container", "Action": action, "status": action, "time": int(at),
+            "timeNano": int(at * 1e9), "Actor": {"ID": container.id, "Attributes": attributes}}
 
 
 @pytest.fixture
@@ -71,7 +73,9 @@ def test_expected_stops_do_not_change_service_status(watcher, services, docker_s
     assert services.events.named("update_service_status") == []
     assert services.events.named("container_stopped")[0]["expected"] is True
     web.set_state("running")
-    watcher.handle(event(web, "start"))           # the next run is not expected any more
+    watcher.handle(event(web, "start"))           # a late event of the earlier run: still expected
+    assert docker_service.is_expected(web.id)
+    watcher.handle(event(web, "start", at=time.time() + 1))   # the next run is not expected any more
     assert not docker_service.is_expected(web.id)
 
 
