@@ -7,7 +7,7 @@ import gevent
 import gevent.event
 import websocket
 
-from agent import exitcodes, log
+from agent import __version__, exitcodes, log, sdnotify
 from agent.errors import AgentError
 from agent.worker.backoff import Backoff
 from agent.worker.connection import AUTH_TIMEOUT, AuthRefused, LinkStopped, Session
@@ -134,7 +134,7 @@ class Link:
         try:
             ws = websocket.create_connection(
                 url, timeout=AUTH_TIMEOUT, sslopt=sslopt, skip_utf8_validation=True,
-                enable_multithread=True, header=[f"User-Agent: PulseUp-Agent/{_version()}"])
+                enable_multithread=True, header=[f"User-Agent: PulseUp-Agent/{__version__}"])
         except websocket.WebSocketConnectionClosedException:
             # ENVIRONMENT.md: a refused client certificate shows up as "connection lost"
             raise ConnectionError("the server closed the connection during the handshake "
@@ -162,6 +162,7 @@ class Link:
     def _set_state(self, state):
         if state != self.state:
             self.state, self.since = state, time.time()
+            sdnotify.notify(f"STATUS={state}")
 
 
 def _reply_data(event, reply):
@@ -177,8 +178,3 @@ def _reply_data(event, reply):
 def _describe(exc):
     text = str(exc) or type(exc).__name__
     return f"connection failed: {text}"
-
-
-def _version():
-    from agent import __version__
-    return __version__
