@@ -7,7 +7,7 @@ database service does the rest.
 
 import re
 
-from marshmallow import ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, validate, validates_schema
 
 from agent.handlers.registry import OperationSpec, by_service
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid

@@ -238,3 +238,26 @@ def test_restore_of_other_engine_backup_is_refused(cfg, ctx):
     with pytest.raises(AgentError) as err:
         restore.run(ctx, FakeAdapter(responder([])), cfg, redis_target, made["backup_path"])
     assert err.value.code == "failed_precondition"
+
+
+def test_cancelled_backup_leaves_nothing(cfg, ctx, events):
+    class Slow(FakeApi):
+        def _serve(self, job, sock):
+            try:
+                for stream, data in job.frames:
+                    sock.sendall(frame(stream, data))
+                    gevent.sleep(0.01)
+            finally:
+                job.done = True
+                sock.close()
+
+    adapter = FakeAdapter(responder(chunks(DUMP, 8192)))
+    adapter.api = Slow(adapter.api.responder)
+    worker = gevent.spawn(backup.run, ctx, adapter, cfg, make_target(), BackupJob("svc1", "c"))
+    directory = os.path.join(cfg.pulseup_backup_dir, "svc1")
+    while not (os.path.isdir(directory) and os.listdir(directory)):
+        gevent.sleep(0.01)
+    worker.kill()  # what the dispatcher does on cancel: GreenletExit at a blocking point
+    assert os.listdir(directory) == []
+    last = [d for e, d, _ in events if e == "backup_status_update"][-1]
+    assert last["status"] == "failed" and last["error_code"] == "cancelled"

@@ -3,22 +3,45 @@ a stopped container, a failing dump, a full disk, a tampered file, a path outsid
 backup directory, a legacy file."""
 import os
 import subprocess
+import uuid
 
 import pytest
 from helpers import PASSWORD, psql
 
 from agent.errors import AgentError
+from agent.handlers.context import CallContext
 from agent.services.database.backup import BackupJob
 from agent.services.database.provision import DeployRequest
 
 
-@pytest.fixture
-def pg(recorder, uid_factory, docker_client):
-    uid = uid_factory("pgf")
-    recorder.services.database.deploy(recorder.ctx(), DeployRequest(uid, "postgresql", PASSWORD))
+@pytest.fixture(scope="module")
+def deployed(docker_host, db_images, test_network, tmp_path_factory, docker_client):
+    """One PostgreSQL container for the module (first start is the slow part); tests that
+    stop it start it again."""
+    from agent import config
+    from agent.services import Services
+
+    cfg = config.defaults().replace(docker_host=docker_host, db_image_postgresql=db_images["postgresql"],
+                                    db_image_pull="never",
+                                    pulseup_backup_dir=str(tmp_path_factory.mktemp("deploy-backups")))
+    services = Services(cfg)
+    uid = f"pgf-{uuid.uuid4().hex[:8]}"
+    ctx = CallContext(services, "test", emit=lambda *a: None)
+    services.database.deploy(ctx, DeployRequest(uid, "postgresql", PASSWORD))
     psql(docker_client, uid, "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 20000) g")
-    first = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "first"))
-    return uid, first
+    try:
+        yield uid
+    finally:
+        services.close()
+        docker_client.containers.get(f"pulseup-db-{uid}").remove(force=True, v=True)
+        docker_client.volumes.get(f"pulseup-db-vol-{uid}").remove(force=True)
+
+
+@pytest.fixture
+def pg(deployed, recorder):
+    """The module's container with one good backup in this test's fresh backup directory."""
+    first = recorder.services.database.backup(recorder.ctx(), BackupJob(deployed, "first"))
+    return deployed, first
 
 
 def _error(func, *args, **kwargs):
@@ -50,6 +73,8 @@ def test_stopped_container(pg, recorder, docker_client):
     err = _error(recorder.services.database.backup, recorder.ctx(), BackupJob(uid, "stopped"))
     assert err.code == "failed_precondition" and "not running" in err.message
     assert_intact(recorder, uid, first)
+    again = recorder.services.database.deploy(recorder.ctx(), DeployRequest(uid, "postgresql", PASSWORD))
+    assert again["already_exists"] is True
 
 
 def test_full_disk(pg, recorder, docker_client, backup_dir):
@@ -62,7 +87,7 @@ def test_full_disk(pg, recorder, docker_client, backup_dir):
         cfg = recorder.services.cfg.replace(pulseup_backup_dir=tmpfs)
         from agent.services.database import DatabaseService
         small = DatabaseService(cfg)
-        psql(docker_client, uid, "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
+        psql(docker_client, uid, "DROP TABLE IF EXISTS big; CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
                                  "FROM generate_series(1, 100000) g")
         ok = small.backup(recorder.ctx(), BackupJob(uid, "tiny", database="postgres"))
         err = _error(small.backup, recorder.ctx(), BackupJob(uid, "full"))
@@ -74,6 +99,7 @@ def test_full_disk(pg, recorder, docker_client, backup_dir):
     finally:
         subprocess.run(["umount", tmpfs], check=True)
         os.rmdir(tmpfs)
+        psql(docker_client, uid, "DROP TABLE IF EXISTS big")
     assert_intact(recorder, uid, first)
 
 
@@ -84,7 +110,7 @@ def test_tampered_file_is_refused_before_anything_happens(pg, recorder, docker_c
         byte = f.read(1)
         f.seek(100)
         f.write(bytes([byte[0] ^ 0xFF]))
-    psql(docker_client, uid, "INSERT INTO t VALUES (0, 'after')")
+    psql(docker_client, uid, "DELETE FROM t WHERE id = 0; INSERT INTO t VALUES (0, 'after')")
     err = _error(recorder.services.database.restore, recorder.ctx(), uid, backup_uid="first")
     assert err.code == "integrity_error"
     assert psql(docker_client, uid, "SELECT v FROM t WHERE id = 0").strip() == "after"

@@ -15,7 +15,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     pwfile=$(mktemp)
     printf '%s\n' "${POSTGRES_PASSWORD:?POSTGRES_PASSWORD is required}" >"$pwfile"
     chown postgres "$pwfile"
-    as_pg initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" >/dev/null
+    # --no-sync: test stand-in only (the official image honours POSTGRES_INITDB_ARGS for this)
+    as_pg initdb -D "$PGDATA" --username="$POSTGRES_USER" --pwfile="$pwfile" --no-sync >/dev/null
     rm -f "$pwfile"
     # like the official image: trust stays on local and loopback, everything else needs a password
     echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
