@@ -76,3 +76,17 @@ def test_scripts_never_hold_secrets_and_quote_names():
     assert engines.quote("it's") == "'it'\"'\"'s'"
     assert "--format=plain" in engines.ENGINES["postgresql"].dump_script("app", "pg_plain", "b")
     assert engines.parse_version("redis", "# Server\r\nredis_version:7.0.15\r\n") == "7.0.15"
+
+
+def test_backup_list_handler_without_docker(tmp_path):
+    from agent import config
+    from agent.handlers.context import CallContext
+    from agent.services import Services
+
+    services = Services(config.defaults().replace(pulseup_backup_dir=str(tmp_path)))
+    ctx = CallContext(services, "database.backup.list")
+    assert database.backup_list(ctx, {"service_uid": "none"}) == {"status": "success", "backups": [], "count": 0}
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc" / "old.rdb").write_bytes(b"REDIS0009")
+    reply = database.backup_list(ctx, load(database.BackupListSchema(), {"service_uid": "svc"}))
+    assert reply["count"] == 1 and reply["backups"][0]["legacy"] is True and reply["backups"][0]["type"] == "redis"
