@@ -12,6 +12,7 @@ MODULES = (
     "agent.handlers.logs",
     "agent.handlers.monitoring",
     "agent.handlers.database",
+    "agent.handlers.backups",
     "agent.handlers.deploy",
     "agent.handlers.domains",
     "agent.handlers.update",

@@ -87,6 +87,11 @@ class Services:
         return DatabaseService(self.cfg, docker=self.docker)
 
     @cached_property
+    def backups(self):
+        from agent.services.backups import BackupsService
+        return BackupsService(self)
+
+    @cached_property
     def proxy(self):
         from agent.services.caddy import CaddyService
         return CaddyService(self.cfg, self.docker, self.events, spawn=self.spawn)

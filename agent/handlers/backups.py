@@ -1,0 +1,66 @@
+"""``database.backup.download`` (the upload), ``database.backup.automation.update|get``,
+``database.backup.storage.verify`` (commands.md 2.9, 2.9.4, 2.9.5).
+
+Thin handlers: the schemas validate every field (commands.md 1.3) before any work, the
+upload's OperationSpec carries commands.md 1.8 (``upload:<backup_uid>``, not serialised:
+the file is pinned against retention instead), and ``ctx.services.backups`` does the rest.
+"""
+
+from marshmallow import validate
+
+from agent.handlers.database import BackupUid
+from agent.handlers.registry import OperationSpec
+from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid
+
+_PATH = validate.Length(1, 4096)
+
+
+class DownloadSchema(RequestSchema):
+    service_uid = Uid(required=True)
+    backup_uid = BackupUid(required=True)
+    backup_path = StrictString(validate=_PATH)
+
+
+class AutomationUpdateSchema(RequestSchema):
+    service_uid = Uid(required=True)
+    enabled = StrictBoolean(load_default=False)
+    cron_expression = StrictString(load_default="", allow_none=True, validate=validate.Length(max=256))
+    timezone = StrictString(load_default="UTC", validate=validate.Length(1, 64))
+    storage_path = StrictString(load_default=None, allow_none=True, validate=validate.Length(max=4096))
+    retention_days = StrictInteger(load_default=0, validate=validate.Range(0, 3650))
+
+
+class ServiceSchema(RequestSchema):
+    service_uid = Uid(required=True)
+
+
+class StorageVerifySchema(RequestSchema):
+    service_uid = Uid(required=True)
+    storage_path = StrictString(required=True, validate=_PATH)
+
+
+def download(ctx, request):
+    return ctx.services.backups.upload(ctx, request["service_uid"], request["backup_uid"],
+                                       request.get("backup_path"))
+
+
+def automation_update(ctx, request):
+    return ctx.services.backups.update_automation(
+        request["service_uid"], request["enabled"], request["cron_expression"] or "",
+        request["timezone"], request["storage_path"] or None, request["retention_days"])
+
+
+def automation_get(ctx, request):
+    return ctx.services.backups.get_automation(request["service_uid"])
+
+
+def storage_verify(ctx, request):
+    return ctx.services.backups.verify_storage(request["storage_path"])
+
+
+def register(registry):
+    registry.add("database.backup.download", download, DownloadSchema(), OperationSpec(
+        "upload", lambda r: f"upload:{r['backup_uid']}", 3600, 86400))
+    registry.add("database.backup.automation.update", automation_update, AutomationUpdateSchema())
+    registry.add("database.backup.automation.get", automation_get, ServiceSchema())
+    registry.add("database.backup.storage.verify", storage_verify, StorageVerifySchema())
