@@ -83,27 +83,12 @@ relocate_venv() {
 	done
 }
 
-unit_values() {
-	PYTHONPATH=$WORK/src "$PY" - <<'PYEOF'
-from agent import config, exitcodes
-print(" ".join(str(code) for code in sorted(exitcodes.NO_RESTART)))
-# TimeoutStopSec above GRACEFUL_TIMEOUT: the drain plus closing and flushing.
-print(int(config.BY_NAME["GRACEFUL_TIMEOUT"].default) + 15)
-PYEOF
-}
-
 install_files() {
-	local values no_restart timeout_stop
-	values=$(unit_values)
-	no_restart=$(echo "$values" | sed -n 1p)
-	timeout_stop=$(echo "$values" | sed -n 2p)
 	install -d "$STAGE/usr/bin" "$STAGE/lib/systemd/system" "$STAGE/etc/pulseup-agent" \
 		"$STAGE/etc/logrotate.d" "$STAGE/usr/share/doc/pulseup-agent" "$STAGE/usr/share/man/man8"
 	ln -s ../lib/pulseup-agent/bin/pulseup-agent "$STAGE/usr/bin/pulseup-agent"
-	for unit in pulseup-supervisor pulseup-worker; do
-		sed -e "s/@NO_RESTART@/$no_restart/" -e "s/@TIMEOUT_STOP@/$timeout_stop/" \
-			"$HERE/systemd/$unit.service.in" >"$STAGE/lib/systemd/system/$unit.service"
-	done
+	# Values come from the code (exit codes, GRACEFUL_TIMEOUT); see render-units.sh.
+	sh "$HERE/render-units.sh" "$STAGE/lib/systemd/system" "$PY"
 	# 0640 already in the package: no world-readable window before the
 	# postinst gives it to root:pulseup (decisions 23; it may hold JOIN_TOKEN).
 	install -m 0640 "$SRC/conf/config.example" "$STAGE/etc/pulseup-agent/config"
