@@ -17,6 +17,7 @@ from agent.services.backups.runner import DispatcherRunner, LocalRunner
 from agent.services.backups.schedule import ScheduleStore
 from agent.services.backups.scheduler import Scheduler
 from agent.services.backups.upload import Uploader
+from agent.services.database import manifest as mf
 
 _log = log.get("backups")
 
@@ -227,10 +228,10 @@ class HeldEvents:
         """Report ``error`` as the run's end unless the pipeline already reported one."""
         if self._ended:
             return
-        data = {"backup_uid": self._backup_uid, "service_uid": self._service_uid, "status": "failed",
-                "backup_type": "scheduled", "error_message": error.message, "error_code": error.code}
+        data = {"backup_uid": self._backup_uid, "service_uid": self._service_uid, "backup_type": "scheduled"}
         if not self._started:
-            self._ctx.emit("backup_status_update", dict(data, status="in_progress"), True)
+            self._ctx.emit("backup_status_update", dict(data, status="in_progress", started_at=mf.rfc3339()), True)
         self._ended = True
-        self._ctx.emit("backup_status_update", data, True)
+        self._ctx.emit("backup_status_update", dict(data, status="failed", error_message=error.message,
+                                                    error_code=error.code), True)
 
