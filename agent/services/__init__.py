@@ -95,3 +95,8 @@ class Services:
     def proxy(self):
         from agent.services.caddy import CaddyService
         return CaddyService(self.cfg, self.docker, self.events, spawn=self.spawn)
+
+    @cached_property
+    def update(self):
+        from agent.services.update import UpdateService
+        return UpdateService(self.cfg, ipc=self.ipc)
