@@ -206,7 +206,7 @@ def test_handlers_registered_with_their_operation():
 def test_config_updated_switches_auto_update_in_memory(service):
     class FakeServices:
         def __init__(self):
-            self.update, self.spawned = service, []
+            self.update, self.spawned, self.cfg = service, [], service.cfg
 
         def spawn(self, name, func, *args):
             self.spawned.append(name)
