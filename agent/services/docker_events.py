@@ -135,6 +135,10 @@ class EventsWatcher:
             error = f"container exited with code {attrs['exitCode']}"
         elif status == "failed":
             error = "container health check reports unhealthy"
+        # the look-up above yields to other greenlets: a stop the agent began meanwhile
+        # (service.stop, a swap) has marked the container by now
+        if self.docker.is_expected(container_id):
+            return
         if self.docker.record_status(service_uid, status):
             data = {"service_uid": service_uid, "status": status, "timestamp": rfc3339()}
             if error:

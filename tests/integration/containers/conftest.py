@@ -63,12 +63,14 @@ def run(registry, services):
 
 @pytest.fixture
 def make_container(docker_client, base_image, test_network):
-    """make_container(name, labels, script=LOOP, image=base_image, **run_kwargs) -> Container."""
+    """make_container(name, labels, script=LOOP, image=base_image, **run_kwargs) -> Container;
+    ``script=None`` runs the image's own command."""
     made = []
 
     def make(name, labels, script=LOOP, image=None, **kwargs):
+        command = ["sh", "-c", script] if script is not None else None
         container = docker_client.containers.run(
-            image or base_image, ["sh", "-c", script], name=name, labels=labels, detach=True,
+            image or base_image, command, name=name, labels=labels, detach=True,
             network=test_network, **kwargs)
         made.append(container)
         return container
