@@ -266,3 +266,22 @@ def test_a_flood_is_flushed_by_the_reader_in_bounded_events(services, fake_clien
     sizes = [len(e["message"]) for e in log_events(services) if e["type"] == "log"]
     assert max(sizes) <= 64 * 1024 and len(sizes) >= 3
     streams.close()
+
+
+def test_stream_ends_without_a_connection(services, fake_client, responses, monkeypatch):
+    from agent.services import docker_log_streams
+
+    monkeypatch.setattr(docker_log_streams, "DISCONNECTED_LIMIT", 0.05)
+    app(fake_client, "web", 1)
+    live = FakeResponse(live=True)
+    responses[0].append(live)
+    state = {"state": "connected"}
+    services.status = lambda: {"connection": dict(state)}
+    streams = LogStreams(services, flush_interval=0.01)
+    streams.start("web")
+    gevent.sleep(0.1)
+    assert streams.active() == ["web"]             # connected: it keeps going
+    state["state"] = "disconnected"
+    wait_for(lambda: streams.active() == [])
+    assert log_events(services)[-1]["message"] == "Log stream ended: no connection to the control plane"
+    assert live.closed
