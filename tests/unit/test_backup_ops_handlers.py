@@ -77,6 +77,14 @@ def test_automation_update_refusals(tmp_path, data, field):
     assert not os.path.exists(tmp_path / "state" / "backup-automation" / "svc.json")
 
 
+def test_automation_update_refuses_a_file_as_storage_path(tmp_path):
+    env = Env(tmp_path)
+    (tmp_path / "srv" / "f").write_text("file")
+    reply = env.reply("c1", "database.backup.automation.update", {
+        "service_uid": "svc", "enabled": True, "cron_expression": "@daily", "storage_path": str(tmp_path / "srv" / "f")})
+    assert reply["code"] == "invalid_argument" and "not a directory" in reply["error"]
+
+
 def test_automation_update_and_get(tmp_path):
     env = Env(tmp_path)
     assert env.reply("g0", "database.backup.automation.get", {"service_uid": "svc"})["data"] == {"enabled": False}
@@ -98,8 +106,9 @@ def test_automation_update_and_get(tmp_path):
 
 def test_storage_verify_reply_and_failure_shape(tmp_path):
     env = Env(tmp_path)
-    ok = env.reply("v1", "database.backup.storage.verify", {"service_uid": "svc", "storage_path": str(tmp_path / "srv" / "x")})
-    assert ok["success"] and ok["data"]["status"] == "ok" and ok["data"]["normalized_path"] == str(tmp_path / "srv" / "x")
+    target = str(tmp_path / "srv" / "x")
+    ok = env.reply("v1", "database.backup.storage.verify", {"service_uid": "svc", "storage_path": target})
+    assert ok["success"] and ok["data"]["status"] == "ok" and ok["data"]["normalized_path"] == target
     (tmp_path / "srv" / "f").write_text("file")
     for call_id, path in (("v2", str(tmp_path / "srv" / "f")), ("v3", str(tmp_path / "state"))):
         bad = env.reply(call_id, "database.backup.storage.verify", {"service_uid": "svc", "storage_path": path})

@@ -12,7 +12,6 @@ reports ``uploading`` (then bytes at most every 5 s) and ``upload_completed`` /
 
 import http.client
 import json
-import os
 import secrets
 import ssl
 import time
