@@ -57,6 +57,12 @@ class Dispatcher:
         if job is not None:
             self._admit(job)
 
+    def submit(self, job):
+        """Admit a job the agent created itself (a scheduled backup): same operation
+        table, per-service FIFO and deadline as a call; ``job.on_finished(job)`` runs
+        when it ends, ``job.error`` then holds the error it ended with."""
+        self._admit(job)
+
     def _answered_before(self, call_id):
         """Idempotency (protocol.md 5, decisions 5): never run a call_id twice."""
         if call_id in self.calls.running:
@@ -212,7 +218,7 @@ class Dispatcher:
     def _finish(self, job, result=None, error=None):
         if job.answered:
             return
-        job.answered = True
+        job.answered, job.error = True, error
         self.running.pop(job.call_id, None)
         if job.spec is not None:
             following = self.operations.release(job)
@@ -222,6 +228,8 @@ class Dispatcher:
             self._answer_error(job.message, error, job.operation_id)
         else:
             self._answer(job.message, result)
+        if job.on_finished is not None:
+            job.on_finished(job)
 
     # -- answers ---------------------------------------------------------
     def _answer(self, message, result):

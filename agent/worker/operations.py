@@ -46,6 +46,8 @@ class Job:
         self.no_return = False
         self.cleanups = []
         self.answered = False
+        self.error = None          # the AgentError it was answered with, if any
+        self.on_finished = None    # callback(job), for jobs submitted by the agent itself
 
     # -- used by CallContext --------------------------------------------
     def raise_if_stopped(self):

@@ -87,50 +87,15 @@ class DispatcherRunner:
 
         command = dataclasses.replace(base, name=COMMAND, func=run)
         message = Message(type="event", event=COMMAND, data=request)
-        job = _job_class()(message, command, request, base.operation.timeout_default, base.operation,
-                           on_answered=finished)
-        # The dispatcher's admission path: operation table, FIFO per service, deadline timer.
-        self.dispatcher._admit(job)
+        from agent.worker.operations import Job   # only the worker has a dispatcher
+        job = Job(message, command, request, base.operation.timeout_default, base.operation)
+        job.on_finished = finished
+        self.dispatcher.submit(job)
 
 
 def _why_not_started(job, dispatcher):
-    if job.stop_error is not None:
-        return job.stop_error
+    if job.error is not None:
+        return job.error
     if time.monotonic() >= job.deadline:
         return AgentError("deadline_exceeded", "scheduled backup expired before it could start")
-    if getattr(dispatcher, "draining", False):
-        return AgentError("unavailable", "agent is shutting down")
-    return AgentError("cancelled", "scheduled backup did not start: cancelled, or refused by a full "
-                                   "queue or command pool")
-
-
-_JOB_CLASS = []
-
-
-def _job_class():
-    """A worker Job that tells when the dispatcher answers it (imported lazily: only the
-    worker has a dispatcher)."""
-    if _JOB_CLASS:
-        return _JOB_CLASS[0]
-    from agent.worker.operations import Job
-
-    class ScheduledJob(Job):
-        def __init__(self, *args, on_answered=None):
-            self._on_answered = on_answered
-            self._answered = False
-            super().__init__(*args)
-
-        @property
-        def answered(self):
-            return self._answered
-
-        @answered.setter
-        def answered(self, value):
-            # Job.__init__ sets False; the dispatcher's _finish sets True exactly once.
-            self._answered = value
-            callback, self._on_answered = (self._on_answered, None) if value else (None, self._on_answered)
-            if callback is not None:
-                callback(self)
-
-    _JOB_CLASS.append(ScheduledJob)
-    return ScheduledJob
+    return AgentError("unavailable", "agent is shutting down")
