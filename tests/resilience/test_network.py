@@ -74,3 +74,24 @@ def test_stalled_line_is_detected_and_call_answered(devserver, proxy, start_agen
     assert reply["success"] is True and reply["data"] == {"slept": 0.5}
     assert agent.commands.runs["stall-1"] == 1
     assert devserver.call(agent.uid, "agent.ping", {}, timeout=10)["success"]
+
+
+def test_server_killed_mid_command_gets_the_response_after_restart(tmp_path, devserver, start_agent):
+    from agent.devserver.server import DevServer
+    agent = start_agent()
+    call = gevent.spawn(devserver.call, agent.uid, "test.count_sleep", {"seconds": 1.0}, 30, "killed-1")
+    wait_running(agent, ["killed-1"])
+    port = devserver.port
+    devserver.stop()                               # the control plane dies with the call pending
+    call.kill()                                    # ... and its waiting caller with it
+    restarted = DevServer(str(tmp_path / "dev"), listen=f"127.0.0.1:{port}", auth_timeout=5).start()
+    try:
+        assert restarted.wait_connected(agent.uid, timeout=20) == agent.uid
+        with gevent.Timeout(20):                   # delivered from the outbox, not lost
+            while not [f for f in restarted.received_frames(agent.uid) if f.get("call_id") == "killed-1"]:
+                gevent.sleep(0.05)
+        [frame] = [f for f in restarted.received_frames(agent.uid) if f.get("call_id") == "killed-1"]
+        assert frame["data"]["success"] is True and frame["data"]["data"] == {"slept": 1.0}
+        assert agent.commands.runs["killed-1"] == 1
+    finally:
+        restarted.stop()
