@@ -14,12 +14,16 @@ from typing import Callable, Optional
 class OperationSpec:
     kind: str                                  # "deploy", "backup", ...
     operation_id: Callable[[dict], str]        # request -> "deploy:<uid>"
-    timeout_default: float
+    timeout_default: object                    # seconds, or request -> seconds
     timeout_max: float
     lock_key: Optional[Callable[[dict], str]] = None  # request -> FIFO key, e.g. service uid
     cancellable: bool = True
     preempting: bool = False                   # service.delete cancels queued/running ops of its key
     applies: Optional[Callable[[dict], bool]] = None  # request -> False: run as a plain read-only command
+
+    def default_timeout(self, request):
+        value = self.timeout_default
+        return float(value(request) if callable(value) else value)
 
     def for_request(self, request):
         """This spec, or None when the request is a read-only form (e.g. domain `status`)."""

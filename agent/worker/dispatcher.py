@@ -116,7 +116,7 @@ class Dispatcher:
                 raise AgentError("invalid_argument", f"timeout_seconds: at most {spec.timeout_max:g}",
                                  field="timeout_seconds")
             return float(requested)
-        return spec.timeout_default
+        return spec.default_timeout(data)
 
     def _answer_inline(self, message, command):
         """agent.ping and friends: answered by the reader itself, no lock, no queue."""

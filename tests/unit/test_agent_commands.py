@@ -158,7 +158,8 @@ def test_execute_operation_spec():
     spec = registry.get("agent.command.execute").operation
     request = {"command_id": "docker.list_all"}
     assert spec.operation_id(request) == "command:docker.list_all" == spec.lock_key(request)
-    assert (spec.timeout_default, spec.timeout_max) == (300, 3600)
+    assert (spec.default_timeout(request), spec.timeout_max) == (300, 3600)
+    assert spec.default_timeout({"command_id": "system.update_packages"}) == 1800
 
 
 # -- the argv runner ----------------------------------------------------------------

@@ -196,3 +196,11 @@ def _sleepish():
         service_uid = Uid(required=True)
         seconds = StrictNumber(required=True)
     return Sleep()
+
+
+def test_per_request_default_timeout(h):
+    from agent.handlers.registry import OperationSpec
+    spec = OperationSpec("test", lambda r: "pr", lambda r: 0.2 if r["seconds"] > 1 else 60, 600)
+    h.dispatcher.registry.add("test.pr", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
+    h.call("p", "test.pr", {"service_uid": "s", "seconds": 5})
+    assert h.wait(["p"])["p"][0]["code"] == "deadline_exceeded"

@@ -88,7 +88,7 @@ class DispatcherRunner:
         command = dataclasses.replace(base, name=COMMAND, func=run)
         message = Message(type="event", event=COMMAND, data=request)
         from agent.worker.operations import Job   # only the worker has a dispatcher
-        job = Job(message, command, request, base.operation.timeout_default, base.operation)
+        job = Job(message, command, request, base.operation.default_timeout(request), base.operation)
         job.on_finished = finished
         self.dispatcher.submit(job)
 
