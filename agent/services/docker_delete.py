@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-from functools import cached_property
 
 from agent.errors import AgentError
 from agent.protocol.fields import UID_RE
@@ -24,12 +23,20 @@ RESULT_LISTS = ("containers_deleted", "domains_removed", "images_removed", "volu
                 "paths_removed", "warnings")
 
 
+# Services that take part in service.delete through ``on_service_delete``; named
+# explicitly so a delete does not build every service of the container.
+PARTICIPANTS = ("proxy", "backups", "deploy")
+
+
 def participant_names(services):
-    """The lazily built services of the Services container (docker itself excluded)."""
+    """The participating services this build has (a missing module is skipped)."""
     names = []
-    for klass in type(services).__mro__:
-        names += [name for name, attr in vars(klass).items()
-                  if isinstance(attr, cached_property) and name != "docker" and name not in names]
+    for name in PARTICIPANTS:
+        try:
+            getattr(services, name)
+        except (AttributeError, ImportError):
+            continue
+        names.append(name)
     return names
 
 

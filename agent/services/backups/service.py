@@ -98,6 +98,11 @@ class BackupsService:
         """Remove the schedule of a deleted service; True when one existed."""
         return self.scheduler.delete(service_uid)
 
+    def on_service_delete(self, service_uid, options):
+        """service.delete takes part here: the backup schedule goes with the service."""
+        removed = self.delete_schedule(service_uid)
+        return {"paths_removed": [f"backup-automation/{service_uid}.json"] if removed else []}
+
     def verify_storage(self, storage_path):
         """database.backup.storage.verify; raises AgentError as storage.verify documents."""
         return storage.verify(self.cfg, storage_path)

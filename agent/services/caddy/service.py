@@ -139,6 +139,12 @@ class CaddyService:
             self._cancel_check(name)
         return len(mine)
 
+    def on_service_delete(self, service_uid, options):
+        """service.delete takes part here: the service's domains leave the proxy."""
+        domains = [r["domain"] for r in self.store.load() if r["service_uid"] == service_uid]
+        self.remove_service(service_uid)
+        return {"domains_removed": domains}
+
     def reapply(self):
         """Start-up (commands.md 2.6.2): ensure the proxy and load the stored config, when
         there are domains or a proxy container already exists."""
