@@ -23,7 +23,7 @@ from marshmallow import ValidationError, validate, validates_schema
 from agent import log
 from agent.errors import AgentError
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictString
-from agent.supervisor import sshkeys
+from agent.supervisor import sshkeys, update
 
 _log = log.get("supervisor.ops")
 DAY = 86400.0
@@ -200,7 +200,7 @@ class UpdateInstallArgs(RequestSchema):
 
 
 def update_install(call, args):
-    raise AgentError("failed_precondition", "self-update is not available in this build")
+    return update.install_op(call, args)
 
 
 class WorkerStatusArgs(RequestSchema):
@@ -211,6 +211,10 @@ class WorkerStatusArgs(RequestSchema):
 def worker_status(call, args):
     call.host.worker_status.clear()
     call.host.worker_status.update(args, at=time.time(), pid=getattr(call.peer, "pid", None))
+    try:
+        update.record_worker_status(call.cfg, args)   # read by the update helper (decisions 17)
+    except OSError as exc:
+        _log.warning("cannot record the worker status: %s", exc)
     return {}
 
 

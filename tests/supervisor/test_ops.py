@@ -200,7 +200,8 @@ def test_uninstall_flag_unwritable_is_permission_denied(host, seam, tmp_path):
 
 def test_update_install_frame(dispatcher):
     reply, _ = dispatcher.handle(request("agent.update.install", {"version": "1.2.3", "file_name": "a_1.2.3.deb"}))
-    assert reply["error"]["code"] == "failed" and "not available" in reply["error"]["message"]
+    # nothing spooled: the op refuses before touching anything (tests/unit/test_update_supervisor.py)
+    assert reply["error"]["code"] == "failed" and reply["error"]["reason"] == "failed_precondition"
     for args in ({"version": "1.2", "file_name": "a.deb"}, {"version": "1.2.3", "file_name": "../x.deb"},
                  {"version": "1.2.3", "file_name": "/tmp/a.deb"}, {"version": "1.2.3"}):
         reply, _ = dispatcher.handle(request("agent.update.install", args))
