@@ -13,6 +13,7 @@ import os
 import pwd
 import grp
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -107,4 +108,6 @@ class UnitProcess:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self.notify.close()
+        if self.svc.get("RuntimeDirectory"):     # systemd removes it when the unit stops
+            shutil.rmtree(os.path.join("/run", self.svc["RuntimeDirectory"]), ignore_errors=True)
         return self.proc.returncode
