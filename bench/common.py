@@ -228,7 +228,7 @@ class Lab:
         from agent.devserver.server import DevServer
         self.work = tempfile.mkdtemp(prefix=prefix)
         self.devserver = DevServer(os.path.join(self.work, "dev"), listen="127.0.0.1:0").start()
-        self.procs = []
+        self.procs, self._files = [], []
 
     def worker_env(self, name, **settings):
         base = os.path.join(self.work, name)
@@ -250,6 +250,7 @@ class Lab:
         env = self.worker_env(name, **settings)
         uid = self.enroll(env)
         stderr = open(os.path.join(self.work, f"{name}.stderr"), "w")
+        self._files.append(stderr)
         proc = subprocess.Popen([sys.executable, "-m", "bench.common", "worker"], cwd=ROOT,
                                 env=python_env(**env), stdout=subprocess.DEVNULL, stderr=stderr)
         self.procs.append(proc)
@@ -265,6 +266,8 @@ class Lab:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        for handle in self._files:
+            handle.close()
         self.devserver.stop()
 
 

@@ -17,7 +17,6 @@ window" figure (the ratio is that peak over all agents: 1.0 = all at once).
 from bench import common  # noqa: I001  (patches gevent first)
 
 import argparse  # noqa: E402
-import base64  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
@@ -109,7 +108,6 @@ def baseline(server, work, rounds=10):
     from agent.worker.identity import enroll
     cfg = agent_config(server, os.path.join(work, "baseline"))
     identity = enroll(cfg, server.token(), {"hostname": "baseline"})
-    base64.b64decode(identity.sign("x" * 16))          # warm the key
     return common.percentile([connect_and_auth(server, identity) for _ in range(rounds)], 0.5)
 
 
