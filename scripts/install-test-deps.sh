@@ -11,7 +11,7 @@ set -eu
 
 # The clients (mariadb-client, redis-tools, postgresql-client) come with the servers but are
 # named because the tests call them; libc-bin gives ldd for the Caddy image.
-PACKAGES="docker.io caddy git busybox-static postgresql mariadb-server \
+PACKAGES="docker.io caddy git busybox-static postgresql mariadb-server lintian \
 redis-server zstd debootstrap iproute2 curl ca-certificates python3-venv \
 docker-compose mariadb-client redis-tools postgresql-client libc-bin procps \
 util-linux mount tar"

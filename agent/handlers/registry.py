@@ -38,21 +38,22 @@ class Command:
     operation: Optional[OperationSpec] = None
     raw: bool = False              # handler receives data verbatim (agent.ping echoes null)
     privileged: bool = False       # needs the supervisor
+    wrappable: bool = True         # reachable through the `command` / `call` wrappers
 
 
 class Registry:
     def __init__(self):
         self._commands = {}
 
-    def add(self, name, func, schema=None, operation=None, raw=False, privileged=False):
+    def add(self, name, func, schema=None, operation=None, raw=False, privileged=False, wrappable=True):
         if name in self._commands:
             raise ValueError(f"command {name!r} is already registered")
-        self._commands[name] = Command(name, func, schema, operation, raw, privileged)
+        self._commands[name] = Command(name, func, schema, operation, raw, privileged, wrappable)
 
-    def command(self, name, schema=None, operation=None, raw=False, privileged=False):
+    def command(self, name, schema=None, operation=None, raw=False, privileged=False, wrappable=True):
         """Decorator form of :meth:`add`."""
         def decorate(func):
-            self.add(name, func, schema, operation, raw, privileged)
+            self.add(name, func, schema, operation, raw, privileged, wrappable)
             return func
         return decorate
 

@@ -39,4 +39,5 @@ def config_updated(ctx, request):
 def register(registry):
     registry.add("agent.update.check", check)
     registry.add("agent.update.apply", apply, ApplyRequest(), APPLY, privileged=True)
-    registry.add("agent.config_updated", config_updated, ConfigUpdated())
+    # a special event, not reachable through the `command` wrapper (commands.md 2.1)
+    registry.add("agent.config_updated", config_updated, ConfigUpdated(), wrappable=False)

@@ -115,7 +115,8 @@ def run_main(cfg, config_file=None, in_process=None, worker_argv=None, seam=None
 
 def default_worker_argv(config_file=None):
     options = ["--config", config_file] if config_file else []
-    return (sys.executable, "-m", "agent", *options, "worker")
+    # -I: the child must import the installed agent, never one in its working directory
+    return (sys.executable, "-I", "-m", "agent", *options, "worker")
 
 
 def worker_spec(supervisor, argv):

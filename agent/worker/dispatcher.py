@@ -78,6 +78,8 @@ class Dispatcher:
         if message.wrapper_error:
             raise AgentError("invalid_argument", message.wrapper_error)
         command = self.registry.get(message.event)
+        if command is not None and message.wrapped and not command.wrappable:
+            command = None   # commands.md 2.1: agent.config_updated is not reachable wrapped
         if command is None:
             label = "command" if message.wrapped else "event"
             raise AgentError("unimplemented", f"unknown {label}: {message.event}")

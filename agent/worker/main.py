@@ -108,9 +108,10 @@ class Worker:
         from agent.services import docker_events
         self.services.docker_events = docker_events.start(self.services)
         self.services.spawn("proxy-reapply", self._reapply_proxy)
-        backups = _optional(self.services, "backups")
-        if backups is not None and hasattr(backups, "start"):
-            backups.start(self.services)
+        for name in ("backups", "update"):   # schedules; the auto-update loop
+            service = _optional(self.services, name)
+            if service is not None and hasattr(service, "start"):
+                service.start(self.services)
 
     def _reapply_proxy(self):
         """commands.md 2.6.2: the proxy gets the agent's stored routes back at start-up."""

@@ -31,8 +31,8 @@ def test_run_as_non_root_runs_the_worker_in_process(as_user, cfg):
 
 
 def test_default_worker_argv():
-    assert main.default_worker_argv()[1:] == ("-m", "agent", "worker")
-    assert main.default_worker_argv("/etc/x")[1:] == ("-m", "agent", "--config", "/etc/x", "worker")
+    assert main.default_worker_argv()[1:] == ("-I", "-m", "agent", "worker")
+    assert main.default_worker_argv("/etc/x")[1:] == ("-I", "-m", "agent", "--config", "/etc/x", "worker")
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")

@@ -204,3 +204,11 @@ def test_per_request_default_timeout(h):
     h.dispatcher.registry.add("test.pr", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
     h.call("p", "test.pr", {"service_uid": "s", "seconds": 5})
     assert h.wait(["p"])["p"][0]["code"] == "deadline_exceeded"
+
+
+def test_unwrappable_command_is_unknown_through_the_wrapper(h):
+    h.dispatcher.registry.add("test.special", lambda ctx, r: {"ok": True}, wrappable=False)
+    h.call("d", "test.special")
+    h.send({"type": "call", "call_id": "w", "event": "command", "data": {"command": "test.special"}})
+    got = h.wait(["d", "w"])
+    assert got["d"][0]["success"] and got["w"][0]["code"] == "unimplemented"

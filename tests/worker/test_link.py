@@ -71,7 +71,7 @@ def test_revoked_certificate_is_refused(devserver, start_worker, tmp_path):
     running, identity = start_worker(auth_permanent_failure_cooldown=30)
     uid = devserver.wait_connected(identity.server_uid, timeout=10)
     devserver.revoke(uid)
-    with gevent.Timeout(15):
+    with gevent.Timeout(40):
         while running.worker.link.state != "refused":
             gevent.sleep(0.1)
     assert not devserver.agents()[0]["connected"]
