@@ -272,6 +272,9 @@ def _apply_file(path, values, sources, warnings, required):
         if required or not isinstance(exc, FileNotFoundError):
             raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
         return
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8") from None
     for key, raw, lineno in entries:
         setting = BY_NAME.get(key)
         if setting is None:

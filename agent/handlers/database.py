@@ -10,7 +10,7 @@ import re
 from marshmallow import ValidationError, validate, validates_schema
 
 from agent.handlers.registry import OperationSpec, by_service
-from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid
+from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, matching
 from agent.services.database.backup import BackupJob
 from agent.services.database.engines import DATABASE_RE, ENGINE_NAMES, USERNAME_RE
 from agent.services.database.provision import DeployRequest
@@ -36,7 +36,7 @@ class DeploySchema(RequestSchema):
     type = StrictString(required=True, validate=_engine_name)
     password = StrictString(required=True, validate=_PASSWORD)
     port = StrictInteger(validate=validate.Range(1, 65535))
-    username = StrictString(validate=validate.Regexp(USERNAME_RE, error=f"must match {USERNAME_RE.pattern}"))
+    username = StrictString(validate=matching(USERNAME_RE))
     database = StrictString()
     deployment_uid = Uid()
     public = StrictBoolean(load_default=False)
@@ -59,7 +59,7 @@ class DeploySchema(RequestSchema):
 class BackupCreateSchema(RequestSchema):
     service_uid = Uid(required=True)
     backup_uid = BackupUid(required=True)
-    database = StrictString(validate=validate.Regexp(DATABASE_RE, error=f"must match {DATABASE_RE.pattern}"))
+    database = StrictString(validate=matching(DATABASE_RE))
     format = StrictString(validate=validate.OneOf(["custom", "plain"]))
     compression = StrictString(load_default="zstd", validate=validate.OneOf(["zstd", "gzip"]))
 

@@ -46,11 +46,20 @@ class StrictString(fields.String):
     default_error_messages = {"invalid": "must be a string"}
 
 
+def matching(regex):
+    """A Regexp validator whose message shows the pattern.
+
+    marshmallow formats the message with str.format, so the pattern's braces
+    ({0,63}) are escaped; unescaped they raise KeyError instead of a refusal.
+    """
+    pattern = regex.pattern if hasattr(regex, "pattern") else regex
+    error = "must match " + pattern.replace("{", "{{").replace("}", "}}")
+    return validate.Regexp(regex, error=error)
+
+
 def Uid(**kwargs):
     """service_uid / deployment_uid / backup_uid (commands.md 1.3)."""
-    # marshmallow formats the error with str.format: the pattern's {0,63} must be escaped
-    error = "must match " + UID_PATTERN.replace("{", "{{").replace("}", "}}")
-    return StrictString(validate=validate.Regexp(UID_RE, error=error), **kwargs)
+    return StrictString(validate=matching(UID_RE), **kwargs)
 
 
 class RequestSchema(Schema):

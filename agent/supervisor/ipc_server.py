@@ -12,6 +12,7 @@ import struct
 import time
 
 import gevent
+import gevent.event
 import gevent.lock
 import gevent.pool
 from gevent.server import StreamServer
@@ -115,7 +116,9 @@ class IpcServer:
             while self._read_one(conn, peer):
                 pass
         finally:
-            conn.close_when_idle()
+            # StreamServer closes the socket when this handler returns: wait until the
+            # replies of requests still running are written (a half-closed peer gets them).
+            conn.idle.wait()
 
     def _read_one(self, conn, peer):
         """Read and dispatch one frame; False when the connection is done."""
@@ -139,7 +142,7 @@ class IpcServer:
             conn.send(ipc.error_reply(rid, "invalid_argument", error))
             audit(_op_name(message), peer, "invalid_argument", started)
             return True
-        conn.pending += 1
+        conn.started()
         self.running.spawn(self._serve, conn, peer, request, started)
         return True
 
@@ -174,7 +177,8 @@ class _Connection:
         self.sock = sock
         self.write_lock = gevent.lock.Semaphore()
         self.pending = 0
-        self.reading = True
+        self.idle = gevent.event.Event()
+        self.idle.set()
 
     def recv_exact(self, count, timeout):
         chunks, left = [], count
@@ -200,12 +204,11 @@ class _Connection:
             except OSError:
                 pass  # the peer left; the op's effect stands and was audited
 
+    def started(self):
+        self.pending += 1
+        self.idle.clear()
+
     def done(self):
         self.pending -= 1
-        if not self.reading and self.pending == 0:
-            self.sock.close()
-
-    def close_when_idle(self):
-        self.reading = False
         if self.pending == 0:
-            self.sock.close()
+            self.idle.set()

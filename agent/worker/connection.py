@@ -42,6 +42,24 @@ class FrameTooLarge(Exception):
     pass
 
 
+def guard_frame_size(ws, limit):
+    """Refuse a frame as soon as its header announces more than ``limit`` bytes.
+
+    websocket-client has no size limit and reads a whole payload before returning
+    it, so a header announcing 1 GiB would be buffered in full; this checks the
+    length the frame buffer has just parsed (websocket-client's frame_buffer
+    .recv_length, stable since 1.0), before any payload is read.
+    """
+    buffer = ws.frame_buffer
+    read_length = buffer.recv_length
+
+    def checked():
+        read_length()
+        if buffer.length > limit:
+            raise FrameTooLarge(f"incoming frame announces {buffer.length} bytes, over MAX_MESSAGE_BYTES")
+    buffer.recv_length = checked
+
+
 def valid_nonce(nonce):
     """decisions 6: sign only 16-256 printable ASCII characters."""
     return isinstance(nonce, str) and 16 <= len(nonce) <= 256 and all(" " <= c <= "~" for c in nonce)

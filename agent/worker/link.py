@@ -10,7 +10,7 @@ import websocket
 from agent import __version__, exitcodes, log, sdnotify
 from agent.errors import AgentError
 from agent.worker.backoff import Backoff
-from agent.worker.connection import AUTH_TIMEOUT, AuthRefused, LinkStopped, Session
+from agent.worker.connection import AUTH_TIMEOUT, AuthRefused, LinkStopped, Session, guard_frame_size
 
 _log = log.get("connection")
 MAX_PENDING_CALLS = 1000
@@ -140,6 +140,7 @@ class Link:
             raise ConnectionError("the server closed the connection during the handshake "
                                   "(is the client certificate accepted?)") from None
         ws.settimeout(self.cfg.ping_timeout)
+        guard_frame_size(ws, self.cfg.max_message_bytes)
         return ws
 
     def _auth_refused(self, exc):

@@ -64,10 +64,6 @@ def test_a_valid_file_really_loads():
     assert (cfg.log_level, cfg.ping_timeout, cfg.max_message_bytes) == ("WARNING", 120.0, 1024**2)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent/config.py parse_env_file opens the file as UTF-8 and _apply_file catches only "
-    "OSError: a config file with invalid UTF-8 raises UnicodeDecodeError (a traceback at "
-    "boot) instead of ConfigError (exit 78)"))
 def test_a_file_that_is_not_utf8_is_a_config_error():
     path = os.path.join(WORK, "latin1")
     with open(path, "wb") as handle:

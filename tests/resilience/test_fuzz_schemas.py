@@ -50,16 +50,7 @@ def test_every_handler_module_is_fuzzed():
     assert len(COMMANDS) >= 10, COMMANDS          # the registry really was built
 
 
-# Found by this fuzzer, owned by the database handlers (not fixed here): the Regexp error
-# messages embed the pattern's "{0,62}", which marshmallow formats with str.format.
-_REGEXP_FORMAT_BUG = pytest.mark.xfail(strict=True, raises=KeyError, reason=(
-    "agent/handlers/database.py:39 and :62: validate.Regexp(error=f'must match {PATTERN}') -> "
-    "KeyError '0,62' instead of invalid_argument for any value that does not match"))
-KNOWN_BROKEN = {"database.backup.create": _REGEXP_FORMAT_BUG, "database.deploy": _REGEXP_FORMAT_BUG}
-
-
-@pytest.mark.parametrize("command", [pytest.param(c, marks=KNOWN_BROKEN[c]) if c in KNOWN_BROKEN else c
-                                     for c in COMMANDS])
+@pytest.mark.parametrize("command", COMMANDS)
 def test_schema_returns_or_refuses_with_invalid_argument(command):
     schema = REGISTRY.get(command).schema
 

@@ -99,10 +99,5 @@ def test_hostile_server_complete_oversize_frame_gets_1009(devserver, start_agent
     assert run_hostile(devserver, start_agent, 4 * LIMIT, 4 * LIMIT) == [1009]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent/worker/connection.py Session._receive checks the size only after "
-    "websocket-client's recv_data_frame has read the whole payload: a frame header "
-    "announcing 1 GiB makes the agent buffer (and wait for) the full GiB instead of "
-    "closing 1009 at once"))
 def test_frame_announcing_a_huge_length_is_refused_before_buffering(devserver, start_agent):
     assert run_hostile(devserver, start_agent, 1 << 30, 4 * LIMIT) == [1009]

@@ -132,11 +132,6 @@ def test_unread_pipelined_flood_then_abrupt_close(server):
         assert sorted(int(r["id"]) for r in read_replies(sock, 50)) == list(range(50))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "agent/supervisor/ipc_server.py IpcServer._handle returns as soon as the peer's EOF is read, "
-    "while _serve greenlets still hold replies; gevent's StreamServer closes the socket when the "
-    "handler returns (_handle_and_close_when_done), so close_when_idle's deferral never happens "
-    "and a peer that half-closes after its requests gets no replies"))
 def test_peer_that_half_closes_still_gets_its_replies(server):
     with connect(server.path) as sock:
         sock.sendall(b"".join(ipc.encode({"id": str(n), **STATUS}) for n in range(3)))
