@@ -9,9 +9,10 @@ import hashlib
 import json
 import os
 import secrets
-import tempfile
 import threading
 import time
+
+from agent.fsutil import atomic_write  # noqa: F401 (re-exported for the server)
 
 TOKENS_FILE = "tokens.json"
 AGENTS_FILE = "agents.json"
@@ -26,27 +27,6 @@ def ensure_private_dir(path):
     """Create `path` (and parents) and force mode 0700 on it."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
-
-
-def atomic_write(path, data, mode=0o600):
-    """Write bytes to `path` via temp + fsync + rename, then fsync the directory."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def _unlink_quietly(path):

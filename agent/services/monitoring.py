@@ -9,10 +9,8 @@ firing time, for the cooldown) persist in ``STATE_DIR/monitoring.json`` (decisio
 """
 
 import collections
-import contextlib
 import json
 import os
-import tempfile
 import time
 
 import gevent
@@ -22,6 +20,7 @@ from marshmallow import ValidationError
 
 from agent import log
 from agent.errors import AgentError
+from agent.fsutil import atomic_write
 from agent.services import docker_stats
 from agent.services.docker import COMPONENT, NETWORK, is_app_candidate, is_database, labels_of, rfc3339
 from agent.services.monitoring_rules import AlertRuleSchema, Evaluator, applies, default_rules, metric_values
@@ -238,24 +237,7 @@ def _probe_address(container):
 
 
 def write_private_json(path, data):
-    """commands.md 1.5: temporary file in the same directory, fsync, rename, fsync the dir;
-    mode 0600 in a 0700 directory created when missing."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".monitoring-", dir=directory)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), 0o600)
-            json.dump(data, stream, indent=1, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    """commands.md 1.5: mode 0600 in a 0700 directory created when missing, written atomically."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
+

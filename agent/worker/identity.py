@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import ssl
-import tempfile
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -32,6 +31,7 @@ from cryptography.x509.oid import NameOID
 
 from agent import exitcodes, log
 from agent.errors import ConfigError
+from agent.fsutil import atomic_write, fsync_dir
 
 KEY_FILE, CERT_FILE, CA_FILE, META_FILE = "agent.key", "agent.crt", "ca.crt", "enrollment.json"
 DEFAULT_RENEWAL_ENDPOINT = "/api/agent/renew"
@@ -316,7 +316,7 @@ def store_identity(cfg, identity, keep_previous=False):
             for name in (KEY_FILE, CERT_FILE, CA_FILE):
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(cert_dir, name + ".prev"))
-        _fsync_dir(cert_dir)
+        fsync_dir(cert_dir)
     except OSError as exc:
         raise EnrollmentError(f"cannot store the identity in {cert_dir}: {exc.strerror or exc}",
                               exitcodes.FAILURE) from None
@@ -328,7 +328,7 @@ def _stage(cert_dir, files):
     try:
         for name, data, mode in files:
             path = os.path.join(cert_dir, name + ".new")
-            _atomic_write(path, data, mode)
+            atomic_write(path, data, mode)
             staged.append(path)
     except BaseException:   # also a gevent kill: leave no *.new behind
         for path in staged:
@@ -336,23 +336,6 @@ def _stage(cert_dir, files):
                 os.unlink(path)
         raise
     return staged
-
-
-def _atomic_write(path, data, mode):
-    """Temp file in the same directory, fsync, rename (protocol.md 4)."""
-    directory, name = os.path.split(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _replace_link(source, target):
@@ -365,14 +348,6 @@ def _replace_link(source, target):
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-
-
-def _fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _read_file(path):

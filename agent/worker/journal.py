@@ -10,41 +10,10 @@ import os
 import gevent
 
 from agent import log
+from agent.fsutil import atomic_write
 
 _log = log.get("journal")
 FSYNC_BATCH = 0.05
-
-
-def atomic_write(path, data, mode=0o600):
-    """Write ``data`` (bytes) to ``path`` via temp file, fsync, rename, fsync dir."""
-    directory = os.path.dirname(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-    fsync_dir(directory)
-
-
-def fsync_dir(directory):
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 class Journal:

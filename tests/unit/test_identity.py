@@ -272,7 +272,7 @@ def test_new_ca_on_renewal_keeps_ca_prev(cfg, ca):
 def test_failed_staging_leaves_the_directory_unchanged(cfg, ca, monkeypatch):
     store_identity(cfg, make_identity(ca))
     before = {name: open(os.path.join(cfg.cert_dir, name), "rb").read() for name in os.listdir(cfg.cert_dir)}
-    real = idmod._atomic_write
+    real = idmod.atomic_write
     calls = []
 
     def flaky(path, data, mode):
@@ -281,7 +281,7 @@ def test_failed_staging_leaves_the_directory_unchanged(cfg, ca, monkeypatch):
             raise OSError(28, "No space left on device")
         real(path, data, mode)
 
-    monkeypatch.setattr(idmod, "_atomic_write", flaky)
+    monkeypatch.setattr(idmod, "atomic_write", flaky)
     with pytest.raises(EnrollmentError, match="No space left") as info:
         store_identity(cfg, make_identity(CA("New CA")), keep_previous=True)
     assert info.value.exit_code == exitcodes.FAILURE

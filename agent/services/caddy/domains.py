@@ -11,6 +11,7 @@ import os
 import re
 
 from agent.errors import AgentError, invalid
+from agent.fsutil import atomic_write
 
 _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 _EMAIL_LOCAL = re.compile(r"^[^@\s]{1,64}$")
@@ -122,28 +123,10 @@ class DomainStore:
 
 
 def write_atomic(path, data, mode=0o600):
-    """commands.md 1.5: temporary name, fsync, rename, fsync the directory.
-
-    Raises failed_precondition when the directory is not writable (decisions 22).
-    """
-    directory = os.path.dirname(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
+    """commands.md 1.5 through agent.fsutil; failed_precondition when the directory is
+    not writable (decisions 22)."""
     try:
-        os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.rename(tmp, path)
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        atomic_write(path, data, mode)
     except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         raise AgentError("failed_precondition", f"cannot write {path}: {exc.strerror}") from exc

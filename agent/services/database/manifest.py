@@ -14,6 +14,7 @@ import time
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from agent.fsutil import fsync_dir  # noqa: F401 (used by the backup pipeline too)
 from agent.services.database.engines import ENGINE_NAMES, ENTRY_TYPE, FORMAT_EXT
 
 CODEC_SUFFIX = {"zstd": "zst", "gzip": "gz"}
@@ -76,14 +77,6 @@ def ensure_dir(path):
     """Create ``path`` (0700) and its parents; OSError when impossible."""
     os.makedirs(path, mode=0o700, exist_ok=True)
     os.chmod(path, 0o700)
-
-
-def fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_json_atomic(path, obj):
