@@ -63,13 +63,16 @@ def test_verify_creates_the_directory_and_leaves_no_probe(cfg, tmp_path):
     assert os.listdir(target) == []
 
 
-def test_verify_unwritable_directory(cfg, tmp_path):
+def test_verify_unwritable_directory(cfg, tmp_path, monkeypatch):
     target = tmp_path / "srv" / "ro"
     target.mkdir()
     target.chmod(0o500)
+    if os.access(target, os.W_OK):
+        # root ignores the mode: make the probe meet the EACCES a worker would get
+        def refuse(path):
+            raise PermissionError(13, "Permission denied", path)
+        monkeypatch.setattr(storage, "_probe", refuse)
     try:
-        if os.access(target, os.W_OK):
-            pytest.skip("running as root: permissions are not enforced")
         with pytest.raises(AgentError) as info:
             storage.verify(cfg, str(target))
         assert info.value.code == "permission_denied"
