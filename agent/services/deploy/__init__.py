@@ -1,0 +1,124 @@
+"""App delivery: deployments, installs, rollbacks and deployment logs (commands.md 2.5, 2.7).
+
+:class:`DeployService` is what the handlers call; the work happens in the modules of this
+package: ``pipeline`` (service.app.deploy), ``swap`` and ``gate`` (container swap and
+readiness gate), ``rollback``, ``history`` (build history and plans), ``logs`` (deployment
+logs and steps), ``fetch`` and ``streams`` (reading them back), ``images`` (names, pruning).
+"""
+
+import os
+
+from agent.errors import AgentError
+from agent.services.deploy import fetch as fetch_module
+from agent.services.deploy import request as req
+from agent.services.deploy.history import BuildHistory
+from agent.services.deploy.images import AppImages
+from agent.services.deploy.pipeline import DeployPipeline
+from agent.services.deploy.rollback import Rollback
+from agent.services.deploy.streams import DeployLogStreams
+
+
+class DeployService:
+    """Public methods raise AgentError with the codes their commands document
+    (invalid_argument, not_found, failed_precondition, permission_denied, unavailable,
+    command_failed, health_check_failed, cancelled, deadline_exceeded)."""
+
+    def __init__(self, services):
+        self.services = services
+        self.cfg = services.cfg
+        self.history = BuildHistory(self.cfg.deployment_dir)
+        self.images = AppImages(services.docker)
+        self.streams = DeployLogStreams(self)
+        self._running = {}            # deployment_uid -> service_uid, while a deploy runs
+        self._known = {}              # deployment_uid -> service_uid, every deploy seen by this process
+
+    # -- commands -----------------------------------------------------------------------
+
+    def deploy(self, ctx, request):
+        """Run the pipeline of commands.md 2.5.2 and return the reply data."""
+        uid, dep = request["service_uid"], request["deployment_uid"]
+        self._running[dep] = self._known[dep] = uid
+        try:
+            return DeployPipeline(self, ctx, request).run()
+        finally:
+            self._running.pop(dep, None)
+
+    def install(self, ctx, request):
+        """Fetch the source and store the build plan; builds nothing (commands.md 2.5)."""
+        uid = request["service_uid"]
+        try:
+            repo_url, token = req.resolve_repo(ctx, request, self.services.git.normalize_url)
+            ctx.secret(token)
+            source = self.services.git.prepare(uid, repo_url, token, request.get("github_branch"),
+                                               request.get("commit_sha"), ctx)
+            self.report_dockerfiles(ctx, uid, source["clone_path"])
+            context_dir, dockerfile = self.plan_dockerfile(request, source["clone_path"])
+            self.history.save_plan(uid, {"build_method": "dockerfile", "repo_url": repo_url,
+                                         "branch": source["branch"], "commit_sha": source["commit_sha"],
+                                         "base_directory": os.path.relpath(context_dir, source["clone_path"]),
+                                         "dockerfile_path": dockerfile})
+        except AgentError as exc:
+            ctx.emit("update_service_status", {"service_uid": uid, "status": "failed", "error": exc.message,
+                                               "timestamp": _now()})
+            raise
+        return {"success": True, "clone_path": source["clone_path"], "commit_sha": source["commit_sha"],
+                "build_method": "dockerfile"}
+
+    def rollback(self, ctx, request):
+        """commands.md 2.5.6; compose services are refused with failed_precondition."""
+        plan = self.history.load_plan(request["service_uid"]) or {}
+        if plan.get("build_method") == "docker-compose":
+            raise AgentError("failed_precondition", "rollback is not supported for docker-compose services")
+        return Rollback(self, ctx, request).run()
+
+    def logs_fetch(self, request):
+        return fetch_module.fetch(self.cfg, self.services.docker, request["service_uid"], request["deployment_uid"],
+                                  request.get("lines", 100), request.get("since"), request.get("log_type", "build"))
+
+    def stream_start(self, request):
+        dep = request["deployment_uid"]
+        service_uid = request.get("service_uid") or self._known.get(dep, "")
+        return self.streams.start(dep, service_uid, request.get("offsets") or {}, request.get("include_steps", False),
+                                  request.get("flush_interval_ms", 1000) / 1000.0,
+                                  request.get("idle_timeout_seconds", 900.0))
+
+    def stream_stop(self, request):
+        return self.streams.stop(request["deployment_uid"])
+
+    # -- shared by pipeline and install --------------------------------------------------
+
+    def is_running(self, deployment_uid):
+        return deployment_uid in self._running
+
+    def plan_dockerfile(self, request, clone_path):
+        """(build context dir, Dockerfile path relative to it) of a Dockerfile deployment;
+        failed_precondition when the method is not available in this build."""
+        service = request.get("service") or {}
+        method = service.get("deployment_method")
+        if method in ("nixpacks", "docker-compose"):
+            raise AgentError("failed_precondition", f"deployment method {method} is not available in this build")
+        context_dir = req.resolve_inside(clone_path, request.get("base_directory") or "", "base_directory")
+        dockerfile = service.get("dockerfile_path") or "Dockerfile"
+        # relative to base_directory, but only the clone itself bounds it (commands.md 2.5.1)
+        path = req.resolve_inside(clone_path, os.path.relpath(os.path.join(context_dir, dockerfile),
+                                                              os.path.realpath(clone_path)),
+                                  "service.dockerfile_path")
+        if not os.path.isfile(path):
+            if method == "dockerfile":
+                raise AgentError("not_found", f"no {dockerfile} in the repository", field="service.dockerfile_path")
+            raise AgentError("failed_precondition", "no Dockerfile found and the nixpacks method is not "
+                             "available in this build (install nixpacks)")
+        return context_dir, os.path.relpath(path, context_dir)
+
+    def report_dockerfiles(self, ctx, service_uid, clone_path):
+        paths = req.dockerfile_paths(clone_path)
+        if paths:
+            ctx.emit("update_docker_config", {"service_uid": service_uid, "dockerfile_paths": paths})
+
+    def close(self):
+        self.streams.close()
+
+
+def _now():
+    from agent.services.deploy.logs import rfc3339
+    return rfc3339()

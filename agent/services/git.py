@@ -1,0 +1,372 @@
+"""Application sources: clone or update a repository into ``APPS_DIR/<service_uid>``.
+
+commands.md 2.5.4 and decisions 12, 28, 28a. The access token reaches git only through
+``GIT_ASKPASS`` (a fixed script that prints the private variable ``PULSEUP_GIT_TOKEN`` from
+its own environment): never argv, the remote URL, ``.git/config`` or logs. Network commands
+run through :class:`GitRunner` rather than GitPython's ``Git.execute`` because the latter
+always starts from a copy of ``os.environ`` (git/cmd.py, ``env = os.environ.copy()``),
+(and its object database starts ``git cat-file`` the same way), which would hand the agent's
+own secrets to git; the runner builds a minimal environment, honours the call's deadline and
+kills git on cancellation. GitPython's pure-Python config parser checks and cleans the
+remote URL in ``.git/config``.
+"""
+
+import configparser
+import os
+import re
+import shutil
+import signal
+import stat
+import subprocess
+import tempfile
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from agent import log
+from agent.errors import AgentError, invalid
+
+_log = log.get("git")
+
+BRANCH_RE = re.compile(r"^[A-Za-z0-9._/-]{1,255}$")
+SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
+OWNER_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$")
+PATH_RE = re.compile(r"^/[A-Za-z0-9._~/-]{1,1000}$")
+TOKEN_ENV = "PULSEUP_GIT_TOKEN"
+MESSAGE_MAX = 4096
+STDERR_TAIL = 4096
+KILL_GRACE = 5.0
+ASKPASS = """#!/bin/sh
+# GIT_ASKPASS helper of the PulseUp agent (decisions 28): git runs it with the prompt as $1.
+# The token lives only in this process's environment.
+case "$1" in
+  Username*) printf '%s\\n' "x-access-token" ;;
+  *) printf '%s\\n' "$PULSEUP_GIT_TOKEN" ;;
+esac
+"""
+
+# stderr fragments -> error code (commands.md 2.5.4: unreachable / rejected / missing)
+_DENIED = ("authentication failed", "terminal prompts disabled", "could not read username",
+           "could not read password", "returned error: 401", "returned error: 403",
+           "permission denied")
+_UNREACHABLE = ("could not resolve host", "failed to connect", "connection refused",
+                "connection timed out", "operation timed out", "returned error: 50",
+                "unable to access", "connection reset", "ssl certificate problem")
+_MISSING = ("couldn't find remote ref", "returned error: 404", "remote branch", "not found", "not our ref",
+            "unknown revision", "bad object", "no such remote ref")
+
+
+def validate_branch(branch, field="github_branch"):
+    """commands.md 1.3 git branch rule; raises invalid_argument."""
+    if not isinstance(branch, str) or not BRANCH_RE.match(branch):
+        raise invalid(field, "must be 1-255 characters of [A-Za-z0-9._/-]")
+    if (".." in branch or branch.startswith(("-", "/", ".")) or branch.endswith(("/", ".lock", "."))
+            or "//" in branch or "/." in branch):
+        raise invalid(field, "is not a valid branch name")
+    return branch
+
+
+def validate_sha(sha, field="commit_sha"):
+    """7-64 hex characters, returned lowercase; raises invalid_argument."""
+    if not isinstance(sha, str) or not SHA_RE.match(sha):
+        raise invalid(field, "must be 7-64 hex characters")
+    return sha.lower()
+
+
+def normalize_repo_url(value, allowed_hosts, allow_insecure=False, field="github_repo"):
+    """``owner/name`` or an allowed ``https://`` URL -> the clone URL; raises invalid_argument
+    (permission_denied for a plain-HTTP URL without ALLOW_INSECURE_TRANSPORT, commands.md 1.2)."""
+    if not isinstance(value, str) or not value or len(value) > 2048:
+        raise invalid(field, "must be owner/name or an https:// URL")
+    if OWNER_NAME_RE.match(value) and "://" not in value:
+        value = f"https://github.com/{value.removesuffix('.git')}.git"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError:
+        raise invalid(field, "is not a valid URL") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise invalid(field, "must be owner/name or an https:// URL")
+    if parts.username is not None or parts.password is not None or "@" in parts.netloc:
+        raise invalid(field, "must not contain credentials")
+    if parts.query or parts.fragment or "?" in value or "#" in value:
+        raise invalid(field, "must not contain a query or fragment")
+    if not PATH_RE.match(parts.path) or "/../" in parts.path + "/" or "/./" in parts.path + "/":
+        raise invalid(field, "has an invalid repository path")
+    host = parts.hostname.lower()
+    if not _host_allowed(host, port, parts.scheme, allowed_hosts):
+        raise invalid(field, f"host {host} is not in PULSEUP_GIT_ALLOWED_HOSTS")
+    if parts.scheme == "http" and not allow_insecure:
+        raise AgentError("permission_denied", f"{field}: plain http:// needs ALLOW_INSECURE_TRANSPORT",
+                         field=field)
+    netloc = host if port is None else f"{host}:{port}"
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def _host_allowed(host, port, scheme, allowed_hosts):
+    default = 443 if scheme == "https" else 80
+    for entry in allowed_hosts:
+        name, _, entry_port = entry.strip().lower().rpartition(":")
+        if not name or not entry_port.isdigit():   # no port in the entry
+            name, entry_port = entry.strip().lower(), None
+        if name != host:
+            continue
+        if entry_port is None and port in (None, default):
+            return True
+        if entry_port is not None and int(entry_port) == (port or default):
+            return True
+    return False
+
+
+def strip_credentials(url):
+    """The URL without user-info (for remotes written by older agents)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+
+
+class GitRunner:
+    """Runs git with a minimal environment, a deadline and cancellation (decisions 12)."""
+
+    def __init__(self, cfg, askpass_path, home):
+        self.cfg = cfg
+        self.askpass_path = askpass_path
+        self.home = home
+
+    def environment(self, token=None):
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.home, "LANG": "C", "LC_ALL": "C",
+               "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_CONFIG_GLOBAL": os.devnull, "GIT_LFS_SKIP_SMUDGE": "1",
+               "GIT_ALLOW_PROTOCOL": "https:http" if self.cfg.allow_insecure_transport else "https"}
+        if self.cfg.git_ca_file:  # decisions 28a: http.sslCAInfo through the environment
+            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.sslCAInfo",
+                       GIT_CONFIG_VALUE_0=self.cfg.git_ca_file)
+        if token:
+            env.update(GIT_ASKPASS=self.askpass_path, **{TOKEN_ENV: token})
+        return env
+
+    def run(self, args, cwd=None, token=None, ctx=None, what=None):
+        """Run ``git <args>``; returns stdout (str). Raises unavailable, permission_denied,
+        not_found, command_failed, cancelled, deadline_exceeded."""
+        if ctx is not None:
+            ctx.check()
+        argv = ["git", "-c", "credential.helper=", "-c", "core.askPass=", "-c", "protocol.file.allow=never",
+                "-c", "submodule.recurse=false", *args]
+        proc = subprocess.Popen(argv, cwd=cwd, env=self.environment(token), stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=None if ctx is None else ctx.remaining())
+        except subprocess.TimeoutExpired:
+            _terminate(proc)
+            raise AgentError("deadline_exceeded", f"git {args[0]}: deadline exceeded") from None
+        except BaseException:   # cancelled: the dispatcher kills the greenlet; never leave git running
+            _terminate(proc)
+            raise
+        if ctx is not None:
+            ctx.check()
+        if proc.returncode != 0:
+            raise classify(what or f"git {args[0]}", proc.returncode, err.decode("utf-8", "replace"))
+        return out.decode("utf-8", "replace")
+
+
+def _terminate(proc):
+    """SIGTERM the git process group, SIGKILL after a grace (commands.md 1.8 item 3)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + KILL_GRACE
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=KILL_GRACE)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+
+
+def classify(what, exit_code, stderr):
+    """The AgentError for a failed git command, from its stderr (commands.md 2.5.4)."""
+    tail = log.redact(stderr[-STDERR_TAIL:]).strip()
+    lower = stderr.lower()
+    last = tail.splitlines()[-1] if tail else f"exit code {exit_code}"
+    if any(text in lower for text in _DENIED):
+        return AgentError("permission_denied", f"{what}: credentials rejected: {last}")
+    if any(text in lower for text in _MISSING):
+        return AgentError("not_found", f"{what}: {last}")
+    if any(text in lower for text in _UNREACHABLE):
+        return AgentError("unavailable", f"{what}: remote unreachable: {last}")
+    return AgentError("command_failed", f"{what}: {last}", exit_code=exit_code, stderr_tail=tail)
+
+
+class GitService:
+    """Source checkouts under ``APPS_DIR``. :meth:`prepare` raises the codes of
+    :meth:`GitRunner.run`, plus invalid_argument and failed_precondition (unwritable dirs)."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._runner = None
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            private = os.path.join(self.cfg.state_dir, "git")
+            home = os.path.join(private, "home")
+            try:
+                os.makedirs(home, mode=0o700, exist_ok=True)
+                askpass = os.path.join(private, "askpass.sh")
+                _write_script(askpass, ASKPASS)
+            except OSError as exc:
+                raise AgentError("failed_precondition", f"cannot prepare {private}: {exc.strerror}") from exc
+            self._runner = GitRunner(self.cfg, askpass, home)
+        return self._runner
+
+    def work_tree(self, service_uid):
+        return os.path.join(self.cfg.apps_dir, service_uid)
+
+    def normalize_url(self, value, field="github_repo"):
+        return normalize_repo_url(value, self.cfg.pulseup_git_allowed_hosts,
+                                  self.cfg.allow_insecure_transport, field)
+
+    def prepare(self, service_uid, repo_url, token=None, branch=None, commit_sha=None, ctx=None):
+        """Clone or update the work tree and check out the requested commit.
+
+        Returns ``{clone_path, commit_sha, commit_message, branch}``."""
+        path = self.work_tree(service_uid)
+        if token:
+            log.register_secret(token)
+        if not self._is_work_tree_for(path, repo_url):
+            self._fresh_clone(path, repo_url, token, branch, commit_sha, ctx)
+        else:
+            self._checkout(path, token, branch, commit_sha, ctx)
+        return self.describe(path, branch, ctx)
+
+    def _fresh_clone(self, path, repo_url, token, branch, commit_sha, ctx):
+        """Clone into a temporary sibling and swap it in (commands.md 2.5.4)."""
+        parent = os.path.dirname(path)
+        try:
+            os.makedirs(parent, mode=0o750, exist_ok=True)
+            tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.clone-", dir=parent)
+            os.chmod(tmp, 0o750)
+        except OSError as exc:
+            raise AgentError("failed_precondition", f"cannot write {parent}: {exc.strerror}") from exc
+        try:
+            self.runner.run(["init", "-q", tmp], ctx=ctx, what="git init")
+            self.runner.run(["remote", "add", "origin", repo_url], cwd=tmp, ctx=ctx, what="git remote")
+            self._checkout(tmp, token, branch, commit_sha, ctx)
+            _swap_in(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def _checkout(self, path, token, branch, commit_sha, ctx):
+        run = self.runner.run
+        if branch is None:
+            branch = self.default_branch(path, token, ctx)
+        run(["fetch", "--prune", "--force", "--no-tags", "--no-recurse-submodules", "origin",
+             f"+refs/heads/{branch}:refs/remotes/origin/{branch}"], cwd=path, token=token, ctx=ctx,
+            what=f"git fetch of branch {branch}")
+        target = f"refs/remotes/origin/{branch}"
+        if commit_sha:
+            target = self._resolve_commit(path, commit_sha, token, ctx)
+        run(["checkout", "-q", "--force", "--detach", target], cwd=path, ctx=ctx, what="git checkout")
+        run(["reset", "-q", "--hard", target], cwd=path, ctx=ctx, what="git reset")
+        run(["clean", "-ffdxq"], cwd=path, ctx=ctx, what="git clean")
+        head = run(["rev-parse", "HEAD"], cwd=path, ctx=ctx).strip()
+        if commit_sha and not head.startswith(commit_sha):
+            raise AgentError("not_found", f"commit {commit_sha}: HEAD is {head} after checkout")
+
+    def _resolve_commit(self, path, commit_sha, token, ctx):
+        full = self._rev_parse(path, commit_sha, ctx)
+        if full is None and len(commit_sha) == 40:
+            try:  # not reachable from the branch: ask for the object itself
+                self.runner.run(["fetch", "--no-tags", "origin", commit_sha], cwd=path, token=token,
+                                ctx=ctx, what=f"git fetch of commit {commit_sha}")
+            except AgentError as exc:
+                if exc.code != "command_failed":
+                    raise
+            full = self._rev_parse(path, commit_sha, ctx)
+        if full is None:
+            raise AgentError("not_found", f"commit {commit_sha} not found (or ambiguous)", field="commit_sha")
+        return full
+
+    def _rev_parse(self, path, commit_sha, ctx):
+        try:
+            out = self.runner.run(["rev-parse", "--verify", "--quiet", f"{commit_sha}^{{commit}}"],
+                                  cwd=path, ctx=ctx)
+        except AgentError as exc:
+            if exc.code in ("cancelled", "deadline_exceeded"):
+                raise
+            return None
+        return out.strip() or None
+
+    def default_branch(self, path, token, ctx):
+        """The remote's default branch (``ls-remote --symref origin HEAD``); raises not_found."""
+        out = self.runner.run(["ls-remote", "--symref", "origin", "HEAD"], cwd=path, token=token, ctx=ctx,
+                              what="git ls-remote")
+        for line in out.splitlines():
+            if line.startswith("ref: refs/heads/") and line.endswith("\tHEAD"):
+                return validate_branch(line[len("ref: refs/heads/"):-len("\tHEAD")])
+        raise AgentError("not_found", "the remote has no default branch")
+
+    def _is_work_tree_for(self, path, repo_url):
+        """A valid work tree whose origin is ``repo_url`` (credentials in it are removed)."""
+        if not os.path.isdir(os.path.join(path, ".git")) or os.path.islink(path):
+            return False
+        import git
+
+        section = 'remote "origin"'
+        try:  # GitPython's config parser is pure Python: no child process
+            with git.GitConfigParser(os.path.join(path, ".git", "config"), read_only=False) as config:
+                origin = config.get_value(section, "url")
+                clean = strip_credentials(origin)
+                if clean == repo_url and clean != origin:
+                    config.set_value(section, "url", clean)   # commands.md 2.5.4: drop credentials
+        except (git.exc.GitError, configparser.Error, ValueError, OSError):
+            return False
+        return clean == repo_url
+
+    def describe(self, path, branch=None, ctx=None):
+        """``{clone_path, commit_sha, commit_message, branch}`` of the work tree's HEAD."""
+        out = self.runner.run(["log", "-1", "--format=%H%x00%B", "HEAD"], cwd=path, ctx=ctx, what="git log")
+        sha, _, message = out.partition("\x00")
+        return {"clone_path": path, "commit_sha": sha.strip(), "commit_message": message.strip()[:MESSAGE_MAX],
+                "branch": branch}
+
+    def remove(self, service_uid):
+        """Delete the work tree (purge_files); True when something was removed."""
+        path = self.work_tree(service_uid)
+        if not os.path.lexists(path):
+            return False
+        shutil.rmtree(path)
+        return True
+
+
+def _swap_in(tmp, path):
+    """Replace ``path`` by ``tmp`` with two renames; the old tree is deleted afterwards."""
+    old = None
+    if os.path.lexists(path):
+        old = f"{path}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old is not None:
+        if os.path.isdir(old) and not os.path.islink(old):
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.unlink(old)
+
+
+def _write_script(path, content):
+    try:
+        with open(path, encoding="utf-8") as handle:
+            if handle.read() == content and stat.S_IMODE(os.stat(path).st_mode) == 0o700:
+                return
+    except OSError:
+        pass
+    tmp = f"{path}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(tmp, 0o700)
+    os.rename(tmp, path)
