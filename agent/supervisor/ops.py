@@ -11,6 +11,7 @@ An op function is ``func(call, args) -> dict`` and raises AgentError.
 
 import os
 import stat
+import subprocess
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -73,7 +74,7 @@ def _run(call, argv, env=None):
         result = call.seam.run(argv, timeout=call.timeout, env=env)
     except OSError as exc:
         raise AgentError("failed_precondition", f"cannot run {argv[0]}: {exc.strerror}") from exc
-    except Exception as exc:  # gevent.subprocess.TimeoutExpired: the op's deadline
+    except subprocess.TimeoutExpired as exc:  # the op's deadline
         raise AgentError("deadline_exceeded", f"{argv[0]} did not finish in time") from exc
     if result.exit_code != 0:
         raise AgentError("command_failed", f"{' '.join(argv[:3])} exited with {result.exit_code}",

@@ -98,7 +98,7 @@ class Session:
         self.closed.set()
         try:
             self.ws.close(status=status, reason=reason, timeout=1)
-        except Exception:  # the socket may already be gone
+        except (OSError, websocket.WebSocketException):  # the socket may already be gone
             pass
         self.ws.shutdown()
         self.group.kill(block=False)
