@@ -206,9 +206,12 @@ class Swap:
         if getattr(type(services), "proxy", None) is None:
             self.say("switch_traffic", "no proxy is configured on this agent: traffic not switched")
             return
-        port = primary["internal"] if primary else 0
-        services.proxy.switch(self.release.service_uid, name, port)
-        self.say("switch_traffic", f"proxy now points to {name}:{port}")
+        port = primary["internal"] if primary else None
+        count = services.proxy.switch(self.release.service_uid, name, port)
+        if count:
+            self.say("switch_traffic", f"{count} domain(s) now point to {name}:{port}")
+        else:
+            self.say("switch_traffic", "the service has no domains: nothing to switch")
 
     def _cleanup(self, drain):
         self.progress("cleanup", "removing the previous container")
