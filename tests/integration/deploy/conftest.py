@@ -28,7 +28,8 @@ class DeployAgent:
         self.env_vars = {}
         self.outbox = Outbox(cfg.state_dir)
         self.services = Services(cfg)
-        registry = build_registry(modules=())
+        # service.delete (another module) closes the loop: delete what the deploys made
+        registry = build_registry(modules=("agent.handlers.lifecycle",))
         deploy_handlers.register(registry)
         self.dispatcher = Dispatcher(cfg, registry, self.services, self.outbox, CallLog(cfg.state_dir),
                                      self._direct, self._call_server)

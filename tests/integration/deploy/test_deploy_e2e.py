@@ -124,3 +124,12 @@ def test_deploy_replace_refuse_and_roll_back(deploy_agent, git_server, docker_cl
 
     history = deploy_agent.services.deploy.history.load(uid)
     assert [entry["commit_sha"] for entry in history] == [sha2, sha1]
+
+    deleted = deploy_agent.call("service.delete", {"service_uid": uid, "purge_files": True})
+    assert deleted["success"], deleted
+    assert deleted["data"]["containers_deleted"] == [back["data"]["container_name"]]
+    # the refused build's image stays until a later successful deploy prunes it (2.5.2 item 8)
+    assert sorted(deleted["data"]["images_removed"]) == sorted(
+        [f"pulseup-app-{uid}:{sha[:12]}" for sha in (sha1, sha2, sha3)] + [f"pulseup-app:{uid}"])
+    assert not os.path.exists(clone)
+    assert docker_client.containers.list(all=True, filters={"label": f"pulseup.service_uid={uid}"}) == []

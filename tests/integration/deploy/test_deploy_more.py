@@ -110,6 +110,15 @@ def test_single_slot_swap_restores_the_previous_version(deploy_agent, git_server
     running = docker_client.containers.list(filters={"label": f"pulseup.service_uid={uid}"})
     assert [c.name for c in running] == [f"pulseup-app-{uid}-v0001"]
 
+    # the next success replaces v0001 and prunes the refused build's image
+    sha3 = git_server.commit(uid, {"Dockerfile": APP_DOCKERFILE, "index.html": "slot three\n"})
+    third = deploy_agent.call("service.app.deploy", _request(git_server, uid, "slot-3", sha3, port_mappings=mapping))
+    assert third["success"], third
+    assert _get(f"http://127.0.0.1:{port}/") == "slot three\n"
+    tags = sorted(t for image in docker_client.images.list(name=f"pulseup-app-{uid}") for t in image.tags
+                  if t.startswith(f"pulseup-app-{uid}:"))
+    assert tags == sorted(f"pulseup-app-{uid}:{sha[:12]}" for sha in (sha1, sha3))
+
 
 def test_deployment_logs_fetch_and_stream(deploy_agent, git_server, cleanup_service):
     uid = "logs-app"
