@@ -9,6 +9,7 @@ are marked expected so the event watcher does not report an outage.
 """
 
 import json
+import socket
 import time
 from dataclasses import dataclass, field
 
@@ -83,6 +84,7 @@ class Swap:
         self.version = None
         self.previous = None
         self.container = None
+        self._previous_stopped = False
 
     def say(self, step_id, text, level="INFO"):
         self.steps.log(step_id, text, level)
@@ -95,6 +97,7 @@ class Swap:
         self.previous = self.docker.active_container(uid, containers)
         self.version = max([version_of(c) for c in containers] + [0]) + 1
         if self.release.swap_mode == "single_slot":
+            self._check_ports(containers)
             self._single_slot()
         else:
             self._blue_green()
@@ -103,8 +106,8 @@ class Swap:
     # -- the two modes ------------------------------------------------------------------
 
     def _blue_green(self):
-        self._create(start=True)
         try:
+            self._create(start=True)
             self._gate()
             self._promote()
         except BaseException:
@@ -113,8 +116,8 @@ class Swap:
         self._cleanup(drain=True)
 
     def _single_slot(self):
-        self._create(start=False)
         try:
+            self._create(start=False)
             self._stop_previous("deploy_container")
             with translate(f"start {self.container.name}"):
                 self.container.start()
@@ -122,10 +125,11 @@ class Swap:
             self._promote()
         except BaseException as exc:
             self._discard()
-            restored = self._restore_previous()
-            if isinstance(exc, AgentError) and self.previous is not None:
-                exc.message += "; previous version restored" if restored else "; previous version NOT restored"
-                exc.args = (exc.message,)
+            if self._previous_stopped:
+                restored = self._restore_previous()
+                if isinstance(exc, AgentError):
+                    exc.message += "; previous version restored" if restored else "; previous version NOT restored"
+                    exc.args = (exc.message,)
             raise
         self._cleanup(drain=False)
 
@@ -225,12 +229,32 @@ class Swap:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _check_ports(self, own_containers):
+        """decisions 42: a host port published by another container or held by any process
+        is ``conflict``; checked before the previous version is stopped."""
+        own = {c.id for c in own_containers}
+        wanted = {m["external"] for m in self.release.port_mappings if m["external"] > 0}
+        for container in self.docker.list_containers():
+            if container.id in own:
+                continue
+            for bindings in ((container.attrs.get("HostConfig") or {}).get("PortBindings") or {}).values():
+                for binding in bindings or []:
+                    if binding.get("HostPort", "").isdigit() and int(binding["HostPort"]) in wanted \
+                            and state_of(container) in ("running", "restarting", "created"):
+                        raise AgentError("conflict", f"port {binding['HostPort']} is in use by container "
+                                                     f"'{container.name}'")
+        held_by_previous = _published_ports(self.previous)
+        for port in sorted(wanted - held_by_previous):
+            if not _port_free(port):
+                raise AgentError("conflict", f"port {port} is in use on the host")
+
     def _stop_previous(self, step_id):
         previous = self.previous
         if previous is None or state_of(previous) not in ("running", "restarting", "paused"):
             return
         self.say(step_id, f"stopping {previous.name} to free its host ports")
         self.docker.mark_expected(previous.id)
+        self._previous_stopped = True
         try:
             with translate(f"stop {previous.name}"):
                 previous.stop(timeout=self.stop_grace)
@@ -303,6 +327,24 @@ class Swap:
                 "previous_container": self.previous.name if self.previous is not None else None,
                 "previous_image": _image_ref(self.previous),
                 "port": (primary["external"] or primary["internal"]) if primary else 0}
+
+
+def _published_ports(container):
+    if container is None:
+        return set()
+    bindings = (container.attrs.get("HostConfig") or {}).get("PortBindings") or {}
+    return {int(b["HostPort"]) for items in bindings.values() for b in items or [] if b.get("HostPort", "").isdigit()}
+
+
+def _port_free(port):
+    """Try the bind the published port would need (0.0.0.0:<port>)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def _image_ref(container):

@@ -1,6 +1,7 @@
 """Single-slot swaps, hostile inputs, install, deployment logs and cancellation on the real services."""
 import json
 import os
+import socket
 import time
 
 import gevent
@@ -94,6 +95,12 @@ def test_single_slot_swap_restores_the_previous_version(deploy_agent, git_server
     sha2 = git_server.commit(uid, {"Dockerfile": BROKEN_DOCKERFILE})
     deploy_agent.env_vars = {"GREETING": "hello", "RETRIES": 3}
     mapping = [{"external": port, "internal": 8080}]
+    with socket.socket() as holder:          # decisions 42: a port held on the host is a conflict
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        busy = deploy_agent.call("service.app.deploy", _request(git_server, uid, "slot-0", sha1,
+                                                                port_mappings=mapping))
+    assert (busy["success"], busy["code"]) == (False, "conflict") and f"port {port}" in busy["error"]
     first = deploy_agent.call("service.app.deploy", _request(git_server, uid, "slot-1", sha1, port_mappings=mapping))
     assert first["success"], first
     assert first["data"]["swap_mode"] == "single_slot"
