@@ -182,3 +182,24 @@ def test_rollback_target_selection():
         with pytest.raises(AgentError) as info:
             select_target(history, request)
         assert info.value.code == "not_found"
+
+
+def test_heartbeat_runs_until_stopped(monkeypatch):
+    import gevent
+
+    from agent.services.deploy import pipeline
+
+    monkeypatch.setattr(pipeline, "HEARTBEAT_INTERVAL", 0.02)
+    events = []
+    ctx = CallContext(None, "service.app.deploy", emit=lambda e, d, durable: events.append((e, d, durable)))
+    services = type("S", (), {"spawn": staticmethod(lambda name, func: gevent.spawn(func))})()
+    reporter = pipeline.Reporter(services, ctx, "svc", "dep")
+    reporter.start_heartbeat()
+    gevent.sleep(0.1)
+    reporter.stop_heartbeat()
+    gevent.sleep(0.05)
+    count = len(events)
+    gevent.sleep(0.1)
+    assert count >= 2 and len(events) == count
+    assert events[0][0] == "deployment_heartbeat" and events[0][1]["deployment_uid"] == "dep"
+    assert events[0][2] is False          # dropped while disconnected (commands.md 3.1)

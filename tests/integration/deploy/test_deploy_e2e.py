@@ -107,6 +107,10 @@ def test_deploy_replace_refuse_and_roll_back(deploy_agent, git_server, docker_cl
     statuses = [(e["deployment_uid"], e["status"]) for e in deploy_agent.events_named("update_deployment_status")
                 if e["status"] != "in_progress"]
     assert statuses == [("dep-1", "completed"), ("dep-2", "completed"), ("dep-3", "failed")]
+    phases = [e["phase"] for e in deploy_agent.events_named("update_deployment_status")
+              if e["deployment_uid"] == "dep-1" and e["status"] == "in_progress"]
+    assert [p for i, p in enumerate(phases) if p not in phases[:i]] == [
+        "fetch_source", "build", "deploy", "health_check", "switch_traffic", "cleanup"]
     rollback = [e["status"] for e in deploy_agent.events_named("rollback_status_update")]
     assert rollback == ["rolling_back", "running"]
     assert deploy_agent.events_named("update_docker_config")[0]["dockerfile_paths"] == ["Dockerfile"]
