@@ -75,6 +75,7 @@ class DeployPipeline:
 
     def run(self):
         started = time.monotonic()
+        _log.info("deployment %s of service %s started", self.deployment_uid, self.uid)
         self.report.progress("fetch_source", "deployment started")
         self.report.start_heartbeat()
         try:
@@ -86,6 +87,7 @@ class DeployPipeline:
             self.report.stop_heartbeat()
         result["duration_seconds"] = round(time.monotonic() - started, 3)
         self.dlog.deploy(f"deployment {self.deployment_uid} completed in {result['duration_seconds']:g}s")
+        _log.info("deployment %s of service %s completed", self.deployment_uid, self.uid)
         self.report.status("completed", message="deployment completed", commit_sha=result["commit_sha"],
                            commit_message=result["commit_message"], image=result["image"],
                            container_name=result["container_name"],
@@ -167,6 +169,7 @@ class DeployPipeline:
         error = exc if isinstance(exc, AgentError) else AgentError("cancelled", "operation cancelled")
         if not isinstance(exc, (AgentError, gevent.GreenletExit)):
             error = AgentError("internal", f"internal error: {type(exc).__name__}: {exc}")
+        _log.warning("deployment %s of service %s ended: %s", self.deployment_uid, self.uid, error.code)
         self.steps.fail_running(error.message)
         self.dlog.deploy(f"deployment failed ({error.code}): {error.message}", "ERROR")
         status = "cancelled" if error.code == "cancelled" else "failed"
