@@ -10,7 +10,7 @@ import os
 import shutil
 
 from agent.errors import AgentError
-from agent.worker.journal import atomic_write
+from agent.fsutil import atomic_write
 
 MAX_ENTRIES = 10
 HISTORY_KEYS = ("success", "image_name", "build_time", "commit_sha", "commit_message", "deployment_uid",

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from agent import log
 from agent.errors import AgentError
-from agent.worker.journal import atomic_write
+from agent.fsutil import atomic_write
 
 LOG_TYPES = ("build", "deploy")
 LEVELS = ("INFO", "WARN", "ERROR")
