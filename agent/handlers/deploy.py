@@ -7,6 +7,7 @@ repository host allow-list) are checked first thing in the handler, before any o
 
 import json
 import re
+import time
 
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
@@ -254,7 +255,16 @@ def stream_stop(ctx, request):
     return ctx.services.deploy.stream_stop(request)
 
 
-DEPLOY = OperationSpec("deploy", lambda r: f"deploy:{r['deployment_uid']}", 1800, 7200, lock_key=by_service)
+def _queued(request):
+    """The in_progress/queued status of a deploy waiting behind its service's other operations."""
+    return "update_deployment_status", {
+        "deployment_uid": request["deployment_uid"], "service_uid": request["service_uid"],
+        "status": "in_progress", "phase": "queued", "message": "waiting for the service's previous operation",
+        "timestamp": int(time.time())}
+
+
+DEPLOY = OperationSpec("deploy", lambda r: f"deploy:{r['deployment_uid']}", 1800, 7200, lock_key=by_service,
+                       queued_event=_queued)
 INSTALL = OperationSpec("install", lambda r: f"install:{r['service_uid']}", 900, 3600, lock_key=by_service)
 ROLLBACK = OperationSpec("rollback", lambda r: f"rollback:{r['service_uid']}", 600, 3600, lock_key=by_service)
 

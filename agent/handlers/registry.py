@@ -20,6 +20,7 @@ class OperationSpec:
     cancellable: bool = True
     preempting: bool = False                   # service.delete cancels queued/running ops of its key
     applies: Optional[Callable[[dict], bool]] = None  # request -> False: run as a plain read-only command
+    queued_event: Optional[Callable[[dict], tuple]] = None  # request -> (event, data) while it waits
 
     def default_timeout(self, request):
         value = self.timeout_default

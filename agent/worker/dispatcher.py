@@ -147,6 +147,9 @@ class Dispatcher:
             self.group.spawn(self._deadline_timer, job)
             if not may_start:
                 job.phase = "queued"
+                if job.spec.queued_event is not None:
+                    # commands.md 1.8.4: a waiting deploy emits in_progress with phase queued
+                    self._emit(*job.spec.queued_event(job.request))
                 return
         self._to_pool(job)
 

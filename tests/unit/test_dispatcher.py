@@ -212,3 +212,18 @@ def test_unwrappable_command_is_unknown_through_the_wrapper(h):
     h.send({"type": "call", "call_id": "w", "event": "command", "data": {"command": "test.special"}})
     got = h.wait(["d", "w"])
     assert got["d"][0]["success"] and got["w"][0]["code"] == "unimplemented"
+
+
+def test_waiting_operation_announces_its_queued_phase(h):
+    from agent.handlers.registry import OperationSpec, by_service
+    spec = OperationSpec("test", lambda r: f"q:{r['seconds']}", 60, 600, lock_key=by_service,
+                         queued_event=lambda r: ("update_deployment_status", {"status": "in_progress", "phase": "queued"}))
+    h.dispatcher.registry.add("test.q", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
+    h.call("one", "test.q", {"service_uid": "s", "seconds": 0.3})
+    h.call("two", "test.q", {"service_uid": "s", "seconds": 0.01})
+    events = []
+    while (head := h.outbox.peek()) is not None:
+        events.append(head[1])
+        h.outbox.ack(head[0])
+    assert any('"phase":"queued"' in text for text in events)
+    h.wait(["one", "two"])
