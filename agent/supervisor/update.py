@@ -257,8 +257,10 @@ class Helper:
                 self.log("update healthy", version=self.args.version)
                 return 0
             self.log("new worker did not connect in time: reverting", version=self.args.version)
-        self.install(self.args.old)
+        reverted = self.install(self.args.old)
         self.restart_worker()
+        # the outcome, for the operator reading update.log (and the end-to-end test)
+        self.log("reverted" if reverted else "revert failed", package=self.args.old)
         return 1
 
 
@@ -290,7 +292,10 @@ def helper_main(argv=None):
     parser.add_argument("--deadline", type=float, required=True)
     parser.add_argument("--delay", type=float, default=HELPER_DELAY)
     parser.add_argument("--restart-timeout", type=float, default=30.0)
-    parser.add_argument("--dpkg", nargs="+", default=["dpkg"])
+    # Keep the operator's edited conffiles (/etc/pulseup-agent/config) without a prompt: with
+    # no terminal, dpkg fails "end of file on stdin at conffile prompt" when a release changes
+    # the packaged default (dpkg(1) --force-confold; what unattended-upgrades passes too).
+    parser.add_argument("--dpkg", nargs="+", default=["dpkg", "--force-confdef", "--force-confold"])
     return Helper(parser.parse_args(argv)).run()
 
 
