@@ -23,6 +23,11 @@ MEMORY_UNITS = {None: 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi"
 MIN_MEMORY = 6 * 1024**2
 COMMIT_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+COMPOSE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SERVICE_ALIASES = (("DeploymentMethod", "deployment_method"), ("external_port", "exposed_port"),
+                   ("compose_file", "docker_compose_path"), ("compose_service_mode", "docker_compose_service_mode"),
+                   ("compose_selected_services", "docker_compose_selected_services"),
+                   ("compose_project_name", "docker_compose_project_name"))
 METHODS = {"docker-compose": "docker-compose", "dockerfile": "dockerfile", "nixpacks": "nixpacks",
            "buildpack": "nixpacks"}
 
@@ -115,6 +120,20 @@ def _text(limit=4096, **kwargs):
     return StrictString(validate=validate.Length(max=limit), **kwargs)
 
 
+class ComposeServices(fields.Field):
+    """``docker_compose_selected_services``: an array of names or a comma-separated string."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or len(value) > 64:
+            raise ValidationError("must be an array of compose service names or a string")
+        for name in value:
+            if not isinstance(name, str) or not COMPOSE_SERVICE.match(name):
+                raise ValidationError(f"invalid compose service name {str(name)[:64]!r}")
+        return list(dict.fromkeys(value))
+
+
 HEALTH_PATH = dict(validate=[validate.Length(max=1024), validate.Regexp(r"^/", error="must begin with /")])
 
 
@@ -127,12 +146,16 @@ class ServiceObject(RequestSchema):
     install_command, build_command, start_command = _text(), _text(), _text()
     dockerfile_path = _text(1024)
     health_check_path = StrictString(**HEALTH_PATH)
+    docker_compose_path = StrictString(validate=validate.Length(1, 1024))
+    docker_compose_service_mode = StrictString(validate=validate.Length(1, 32))
+    docker_compose_selected_services = ComposeServices()
+    docker_compose_project_name = StrictString(validate=validate.Length(1, 128))
 
     @pre_load
     def _aliases(self, data, **kwargs):
         data = dict(data) if isinstance(data, dict) else data
         if isinstance(data, dict):
-            for alias, key in (("DeploymentMethod", "deployment_method"), ("external_port", "exposed_port")):
+            for alias, key in SERVICE_ALIASES:
                 if alias in data and key not in data:
                     data[key] = data[alias]
         return data

@@ -67,6 +67,16 @@ class Services:
         return BuildService(self.cfg, self.docker)
 
     @cached_property
+    def compose(self):
+        from agent.services.compose import ComposeService
+        return ComposeService(self.cfg, self.docker)
+
+    @cached_property
+    def nixpacks(self):
+        from agent.services.nixpacks import NixpacksService
+        return NixpacksService(self.cfg)
+
+    @cached_property
     def deploy(self):
         from agent.services.deploy import DeployService
         return DeployService(self)

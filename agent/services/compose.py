@@ -35,12 +35,13 @@ import gevent.pool
 from agent import log
 from agent.errors import AgentError, invalid
 from agent.services.docker import COMPOSE_PROJECT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID
-from agent.services.docker import health_of, state_of
+from agent.services.docker import health_of, state_of, translate
 
 AUTO_OVERRIDES = ("docker-compose.override.yml", "docker-compose.override.yaml",
                   "compose.override.yml", "compose.override.yaml")
 _REFUSED_KEYS = ("privileged", "devices", "cap_add", "security_opt")
 _HOST_MODES = ("userns_mode", "pid", "ipc", "network_mode")
+_log = log.get("compose")
 
 
 @dataclass
@@ -189,6 +190,34 @@ class ComposeService:
         containers = self.wait_ready(plan, health_timeout, ctx)
         return {"project": plan.project, "container_name": plan.project, "upstream": plan.alias,
                 "containers": [c.name for c in containers]}
+
+    def down(self, project, workdir=None, files=(), volumes=False):
+        """``compose down --remove-orphans`` (``--volumes`` on request) for service.delete;
+        returns the names of the project's containers. When the files or compose itself are
+        gone, the project's containers and networks go through the SDK instead."""
+        names = sorted(c.name for c in self.docker.list_containers([f"{COMPOSE_PROJECT}={project}"]))
+        files = [f for f in files or () if os.path.isfile(f)]
+        if files and workdir and os.path.isdir(workdir):
+            try:
+                argv, _ = self.command()
+                args = argv + ["-p", project] + [a for f in files for a in ("-f", f)]
+                run_tool(args + ["down", "--remove-orphans"] + (["--volumes"] if volumes else []),
+                         self.environment(), workdir, what="compose down", timeout=300)
+                return names
+            except AgentError as exc:
+                _log.warning("compose down of %s failed (%s); removing through Docker", project, exc.code)
+        self._remove_project(project, volumes)
+        return names
+
+    def _remove_project(self, project, volumes):
+        label = {"label": [f"{COMPOSE_PROJECT}={project}"]}
+        with translate(f"compose project {project}"):
+            for container in self.docker.list_containers([f"{COMPOSE_PROJECT}={project}"]):
+                container.remove(force=True)
+            for network in self.docker.client.networks.list(filters=label):
+                network.remove()
+            for volume in self.docker.client.volumes.list(filters=label) if volumes else ():
+                volume.remove(force=True)
 
     def wait_ready(self, plan, timeout, ctx=None):
         """Poll the project's containers until all run (and are healthy when they have a

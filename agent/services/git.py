@@ -232,15 +232,17 @@ class GitService:
     def prepare(self, service_uid, repo_url, token=None, branch=None, commit_sha=None, ctx=None):
         """Clone or update the work tree and check out the requested commit.
 
-        Returns ``{clone_path, commit_sha, commit_message, branch}``."""
+        Returns ``{clone_path, commit_sha, commit_message, branch, fresh}``; ``fresh`` is
+        True when the work tree was cloned now (the first clone, commands.md 2.5.2 item 4)."""
         path = self.work_tree(service_uid)
         if token:
             log.register_secret(token)
-        if not self._is_work_tree_for(path, repo_url):
+        fresh = not self._is_work_tree_for(path, repo_url)
+        if fresh:
             self._fresh_clone(path, repo_url, token, branch, commit_sha, ctx)
         else:
             self._checkout(path, token, branch, commit_sha, ctx)
-        return self.describe(path, branch, ctx)
+        return dict(self.describe(path, branch, ctx), fresh=fresh)
 
     def _fresh_clone(self, path, repo_url, token, branch, commit_sha, ctx):
         """Clone into a temporary sibling and swap it in (commands.md 2.5.4)."""

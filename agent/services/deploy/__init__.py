@@ -3,13 +3,13 @@
 :class:`DeployService` is what the handlers call; the work happens in the modules of this
 package: ``pipeline`` (service.app.deploy), ``swap`` and ``gate`` (container swap and
 readiness gate), ``rollback``, ``history`` (build history and plans), ``logs`` (deployment
-logs and steps), ``fetch`` and ``streams`` (reading them back), ``images`` (names, pruning).
+logs and steps), ``fetch`` and ``streams`` (reading them back), ``images`` (names, pruning),
+``methods`` (dockerfile / nixpacks / docker-compose) and ``composed`` (the compose method).
 """
-
-import os
 
 from agent.errors import AgentError
 from agent.services.deploy import fetch as fetch_module
+from agent.services.deploy import methods
 from agent.services.deploy import request as req
 from agent.services.deploy.history import BuildHistory
 from agent.services.deploy.images import AppImages
@@ -44,25 +44,29 @@ class DeployService:
             self._running.pop(dep, None)
 
     def install(self, ctx, request):
-        """Fetch the source and store the build plan; builds nothing (commands.md 2.5)."""
+        """Fetch the source, choose the build method and store the build plan; builds
+        nothing (commands.md 2.5). A failure also reports the service ``failed``."""
         uid = request["service_uid"]
         try:
             repo_url, token = req.resolve_repo(ctx, request, self.services.git.normalize_url)
             ctx.secret(token)
+            stored_plan = self.history.load_plan(uid)
             source = self.services.git.prepare(uid, repo_url, token, request.get("github_branch"),
                                                request.get("commit_sha"), ctx)
             self.report_dockerfiles(ctx, uid, source["clone_path"])
-            context_dir, dockerfile = self.plan_dockerfile(request, source["clone_path"])
-            self.history.save_plan(uid, {"build_method": "dockerfile", "repo_url": repo_url,
-                                         "branch": source["branch"], "commit_sha": source["commit_sha"],
-                                         "base_directory": os.path.relpath(context_dir, source["clone_path"]),
-                                         "dockerfile_path": dockerfile})
+            method = methods.choose(self.services, request, source["clone_path"])
+            compose_plan = None
+            if method.kind == methods.COMPOSE:
+                compose_plan = methods.plan_compose(self.services, uid, request, method, source["clone_path"],
+                                                    needs_target=bool(req.port_mappings(request)))
+            methods.report_nixpacks(ctx, uid, method, source, stored_plan)
+            self.history.save_plan(uid, methods.plan_record(method, source, repo_url, compose_plan))
         except AgentError as exc:
             ctx.emit("update_service_status", {"service_uid": uid, "status": "failed", "error": exc.message,
                                                "timestamp": _now()})
             raise
         return {"success": True, "clone_path": source["clone_path"], "commit_sha": source["commit_sha"],
-                "build_method": "dockerfile"}
+                "build_method": method.kind}
 
     def rollback(self, ctx, request):
         """commands.md 2.5.6; compose services are refused with failed_precondition."""
@@ -90,30 +94,21 @@ class DeployService:
     def is_running(self, deployment_uid):
         return deployment_uid in self._running
 
-    def plan_dockerfile(self, request, clone_path):
-        """(build context dir, Dockerfile path relative to it) of a Dockerfile deployment;
-        failed_precondition when the method is not available in this build."""
-        service = request.get("service") or {}
-        method = service.get("deployment_method")
-        if method in ("nixpacks", "docker-compose"):
-            raise AgentError("failed_precondition", f"deployment method {method} is not available in this build")
-        context_dir = req.resolve_inside(clone_path, request.get("base_directory") or "", "base_directory")
-        dockerfile = service.get("dockerfile_path") or "Dockerfile"
-        # relative to base_directory, but only the clone itself bounds it (commands.md 2.5.1)
-        path = req.resolve_inside(clone_path, os.path.relpath(os.path.join(context_dir, dockerfile),
-                                                              os.path.realpath(clone_path)),
-                                  "service.dockerfile_path")
-        if not os.path.isfile(path):
-            if method == "dockerfile":
-                raise AgentError("not_found", f"no {dockerfile} in the repository", field="service.dockerfile_path")
-            raise AgentError("failed_precondition", "no Dockerfile found and the nixpacks method is not "
-                             "available in this build (install nixpacks)")
-        return context_dir, os.path.relpath(path, context_dir)
-
     def report_dockerfiles(self, ctx, service_uid, clone_path):
         paths = req.dockerfile_paths(clone_path)
         if paths:
             ctx.emit("update_docker_config", {"service_uid": service_uid, "dockerfile_paths": paths})
+
+    def on_service_delete(self, service_uid, options):
+        """service.delete takes part here: a compose project goes ``down --remove-orphans``
+        (``--volumes`` only with ``delete_volumes``, commands.md 2.8)."""
+        plan = self.history.load_plan(service_uid) or {}
+        compose = plan.get("compose") if plan.get("build_method") == methods.COMPOSE else None
+        if not isinstance(compose, dict) or not compose.get("project"):
+            return {}
+        removed = self.services.compose.down(compose["project"], compose.get("workdir"), compose.get("files") or [],
+                                             volumes=bool(options.get("delete_volumes")))
+        return {"containers_deleted": removed}
 
     def close(self):
         self.streams.close()

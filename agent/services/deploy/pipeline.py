@@ -1,26 +1,27 @@
-"""The deployment pipeline of ``service.app.deploy`` (commands.md 2.5.2), Dockerfile method.
+"""The deployment pipeline of ``service.app.deploy`` (commands.md 2.5.2).
 
-initialize -> fetch_source -> build_image (in a build slot) -> deploy_container -> health_check
--> switch_traffic -> cleanup. Progress is reported with ``update_deployment_status``
+initialize -> fetch_source -> build_image (in a build slot; ``docker build`` or ``nixpacks
+build``) -> deploy_container -> health_check -> switch_traffic -> cleanup. The compose method
+brings its project up instead (``composed``). Progress is reported with ``update_deployment_status``
 (``in_progress`` with a phase, then exactly one of ``completed``/``failed``/``cancelled``) and a
 ``deployment_heartbeat`` every 20 s while it runs. Any failure removes the candidate and leaves
 the previous container serving (the swap does that).
 """
 
-import os
 import time
 
 import gevent
 
 from agent import log
 from agent.errors import AgentError
+from agent.services.deploy import methods
 from agent.services.deploy import request as req
+from agent.services.deploy.composed import ComposeDeployment
 from agent.services.deploy.images import image_uid
 from agent.services.deploy.logs import DeploymentLog, Steps, rfc3339
-from agent.services.deploy.swap import Release, Swap, mappings_env
+from agent.services.deploy.swap import Release, Swap, container_env, mappings_env
 
 HEARTBEAT_INTERVAL = 20.0
-UNAVAILABLE_METHODS = ("nixpacks", "docker-compose")
 
 _log = log.get("deploy")
 
@@ -72,6 +73,7 @@ class DeployPipeline:
         self.steps = Steps(owner.cfg.deployment_log_dir, self.deployment_uid, self.dlog)
         self.report = Reporter(self.services, ctx, self.uid, self.deployment_uid)
         self.source = None
+        self.repo_url = None
 
     def run(self):
         started = time.monotonic()
@@ -89,29 +91,31 @@ class DeployPipeline:
         self.dlog.deploy(f"deployment {self.deployment_uid} completed in {result['duration_seconds']:g}s")
         _log.info("deployment %s of service %s completed", self.deployment_uid, self.uid)
         self.report.status("completed", message="deployment completed", commit_sha=result["commit_sha"],
-                           commit_message=result["commit_message"], image=result["image"],
-                           container_name=result["container_name"],
-                           deployment_version=result["deployment_version"])
+                           commit_message=result["commit_message"], image=result.get("image"),
+                           container_name=result.get("container_name"),
+                           deployment_version=result.get("deployment_version"))
         return result
 
     def _pipeline(self):
-        repo_url, token, env = self._initialize()
-        self.source = self.fetch(repo_url, token)
-        context_dir, dockerfile = self.owner.plan_dockerfile(self.request, self.source["clone_path"])
-        image = self._build(context_dir, dockerfile, env)
+        self.repo_url, token, env = self._initialize()
+        stored_plan = self.owner.history.load_plan(self.uid)
+        self.source = self.fetch(self.repo_url, token)
+        method = methods.choose(self.services, self.request, self.source["clone_path"], self.dlog.build)
+        self.dlog.build(f"build method: {method.kind}")
+        methods.report_nixpacks(self.ctx, self.uid, method, self.source, stored_plan)
+        if method.kind == methods.COMPOSE:
+            return ComposeDeployment(self, method, env).run()
+        image = self._build(method, env)
         release = self._release(image, env)
         swap = Swap(self.services, release, self.steps, self.ctx, self.report.progress).run()
-        self._record(release, swap)
-        return {"success": True, "deployment_method": "dockerfile", "image": image,
+        self._record(release, swap, method)
+        return {"success": True, "deployment_method": method.kind, "image": image,
                 "container": swap["container"], "container_name": swap["container_name"],
                 "swap_mode": swap["swap_mode"], "deployment_version": swap["deployment_version"],
                 "commit_sha": self.source["commit_sha"], "commit_message": self.source["commit_message"]}
 
     def _initialize(self):
         self.steps.start("initialize", f"Deployment {self.deployment_uid} of {self.uid}", log_type="deploy")
-        method = (self.request.get("service") or {}).get("deployment_method")
-        if method in UNAVAILABLE_METHODS:
-            raise AgentError("failed_precondition", f"deployment method {method} is not available in this build")
         repo_url, token = req.resolve_repo(self.ctx, self.request, self.services.git.normalize_url)
         self.ctx.secret(token)
         env = req.resolve_env(self.ctx, self.request)
@@ -133,15 +137,21 @@ class DeployPipeline:
         self.owner.report_dockerfiles(self.ctx, self.uid, source["clone_path"])
         return source
 
-    def _build(self, context_dir, dockerfile, env):
+    def _build(self, method, env):
         image_ref = f"pulseup-app-{image_uid(self.uid)}:{self.source['commit_sha'][:12]}"
-        self.steps.start("build_image", f"Build {image_ref}", log_type="build")
+        tags = [image_ref, f"pulseup-app:{self.uid}"]
+        self.steps.start("build_image", f"Build {image_ref} ({method.kind})", log_type="build")
         self.report.progress("build", f"building {image_ref}")
         build = self.services.build
         with build.slot(self.ctx, on_wait=lambda: self.report.progress("queued", "waiting for a build slot")):
             self.report.progress("build", f"building {image_ref}")
-            build.build(context_dir, dockerfile, [image_ref, f"pulseup-app:{self.uid}"], env,
-                        self.dlog.build, self.ctx)
+            if method.kind == methods.NIXPACKS:
+                # the plan's variables: the env plus PORT (2.5.2 item 6, "ports and env")
+                variables = container_env(env, req.port_mappings(self.request))
+                self.services.nixpacks.build(method.context_dir, method.nixpacks_plan, tags, variables,
+                                             self.dlog.build, self.ctx)
+            else:
+                build.build(method.context_dir, method.dockerfile, tags, env, self.dlog.build, self.ctx)
         self.steps.log("build_image", f"built {image_ref}")
         self.steps.finish("build_image")
         return image_ref
@@ -155,11 +165,12 @@ class DeployPipeline:
                        request.get("health_check_path") or service.get("health_check_path"),
                        request.get("health_timeout_seconds", 120.0), request.get("drain_seconds", 5.0))
 
-    def _record(self, release, swap):
+    def _record(self, release, swap, method):
+        self.owner.history.save_plan(self.uid, methods.plan_record(method, self.source, self.repo_url))
         entry = {"success": True, "image_name": release.image, "build_time": rfc3339(),
                  "commit_sha": self.source["commit_sha"], "commit_message": self.source["commit_message"],
                  "deployment_uid": self.deployment_uid, "deployed_at": rfc3339(),
-                 "deployment_method": "dockerfile", "port_mappings": release.port_mappings,
+                 "deployment_method": method.kind, "port_mappings": release.port_mappings,
                  "cpu_limit": release.cpu_limit, "memory_limit": release.memory_limit,
                  "health_check_path": release.health_check_path}
         entries = self.owner.history.record(self.uid, entry)
