@@ -197,3 +197,44 @@ def test_child_environment_has_no_agent_secrets(monkeypatch):
     monkeypatch.setenv("JOIN_TOKEN", "secret-token")
     env = compose.child_environment(DOCKER_HOST="unix:///x.sock", EMPTY=None)
     assert "JOIN_TOKEN" not in env and env["DOCKER_HOST"] == "unix:///x.sock" and "EMPTY" not in env
+
+
+class _Removable:
+    def __init__(self, name, removed):
+        self.name, self._removed = name, removed
+
+    def remove(self, **kwargs):
+        self._removed.append(self.name)
+
+
+class _FakeDocker:
+    """Containers, networks and volumes of one compose project, filtered by label."""
+
+    def __init__(self):
+        self.removed, self.filters = [], []
+        removed = self.removed
+        self.client = type("Client", (), {})()
+        self.client.networks = type("Networks", (), {"list": lambda _, filters: self._listed(
+            filters, [_Removable("pulseup-svc_default", removed)])})()
+        self.client.volumes = type("Volumes", (), {"list": lambda _, filters: self._listed(
+            filters, [_Removable("pulseup-svc_data", removed)])})()
+
+    def _listed(self, filters, items):
+        self.filters.append(filters)
+        return items
+
+    def list_containers(self, labels=(), all=True):
+        assert list(labels) == ["com.docker.compose.project=pulseup-svc"]
+        return [_Removable("pulseup-svc_web_1", self.removed)]
+
+
+def test_down_without_files_removes_the_project_through_docker(tmp_path):
+    docker = _FakeDocker()
+    service = ComposeService(config.defaults(), docker=docker)
+    gone = str(tmp_path / "gone" / "docker-compose.yml")
+    assert service.down("pulseup-svc", str(tmp_path), [gone], volumes=False) == ["pulseup-svc_web_1"]
+    assert docker.removed == ["pulseup-svc_web_1", "pulseup-svc_default"]
+    assert docker.filters == [{"label": ["com.docker.compose.project=pulseup-svc"]}]
+    docker.removed.clear()
+    service.down("pulseup-svc", None, [], volumes=True)
+    assert docker.removed == ["pulseup-svc_web_1", "pulseup-svc_default", "pulseup-svc_data"]
