@@ -55,6 +55,7 @@ class Worker:
             self.calls.finish(call_id, frame)
             self.outbox.put(frame, key=call_id)
         for record in load_interrupted(self.cfg.state_dir):
+            _discard_partial_backup(self.cfg, record)
             event = _terminal_event(record)
             if event is not None:
                 self.outbox.put(envelope.event_frame(*event))
@@ -186,6 +187,22 @@ def _terminal_event(record):
             "status": "failed", "backup_type": record.get("backup_type", "manual"),
             "error_message": RESTARTED, "error_code": "internal"}
     return None
+
+
+def _discard_partial_backup(cfg, record):
+    """A SIGKILLed backup (or a restore's safety backup) leaves its temporary file in the
+    service's backup directory; nothing else runs yet, so it can go (issue 13)."""
+    uid = record.get("service_uid")
+    if record.get("kind") not in ("backup", "restore") or not uid or "/" in uid or uid in (".", ".."):
+        return
+    from agent.services.database.manifest import discard_partials
+    try:
+        names = discard_partials(os.path.join(cfg.pulseup_backup_dir, uid))
+    except OSError as exc:
+        _log.warning("cannot remove partial backups of %s: %s", uid, exc.strerror)
+        return
+    if names:
+        _log.info("removed %d partial backup file(s) of %s left by the interrupted operation", len(names), uid)
 
 
 def _check_transport(cfg):

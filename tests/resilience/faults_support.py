@@ -294,3 +294,10 @@ def remove_service(env, uid):
             pass
     for volume in env.client.volumes.list(filters={"name": f"pulseup-db-vol-{uid}"}):
         volume.remove(force=True)
+
+
+def exec_ok(container, argv):
+    """stdout of ``argv`` run in ``container``; AssertionError with its output when it fails."""
+    result = container.exec_run(argv)
+    assert result.exit_code == 0, f"{argv} failed ({result.exit_code}): {result.output.decode()[-2000:]}"
+    return result.output.decode()

@@ -73,6 +73,23 @@ def temp_name(final_name):
     return f".{final_name}.partial-{secrets.token_hex(6)}"
 
 
+PARTIAL_NAME = re.compile(r"^\.backup_.+\.partial-[0-9a-f]{12}$")
+
+
+def discard_partials(directory):
+    """Delete the temporary files (``temp_name``) of backups killed with their process;
+    returns their names. Only safe while nothing writes into ``directory``: the worker
+    calls it at start-up for the services whose backup a restart interrupted (issue 13:
+    no half-written file stays behind). OSError other than a missing directory propagates."""
+    try:
+        names = [name for name in os.listdir(directory) if PARTIAL_NAME.match(name)]
+    except FileNotFoundError:
+        return []
+    for name in names:
+        _unlink_quietly(os.path.join(directory, name))
+    return names
+
+
 def ensure_dir(path):
     """Create ``path`` (0700) and its parents; OSError when impossible."""
     os.makedirs(path, mode=0o700, exist_ok=True)
