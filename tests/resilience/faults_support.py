@@ -21,6 +21,7 @@ import tempfile
 import time
 
 import gevent
+import pytest
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -128,6 +129,27 @@ def environment(config):
 
 def _close_env():
     _ENV.pop().close()
+
+
+@pytest.fixture(scope="session")
+def fault_env(request):
+    """Import into a test module to use (this directory's conftest is not ours to change)."""
+    return environment(request.config)
+
+
+@pytest.fixture
+def home(fault_env):
+    home = AgentHome(fault_env)
+    yield home
+    home.remove()
+
+
+@pytest.fixture
+def worker(home, devserver):
+    """A WorkerProcess, not started yet."""
+    worker = WorkerProcess(home, devserver)
+    yield worker
+    worker.stop()
 
 
 class AgentHome:

@@ -16,31 +16,13 @@ import gevent
 import pytest
 
 from tests.resilience import faults_support as fs
+from tests.resilience.faults_support import fault_env, home, worker  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.integration
 RESTARTED = "agent restarted during operation"
 # ~40 MB of poorly compressible rows: the dump takes many 5 ms slices to get through
 POPULATE = ("CREATE TABLE t AS SELECT g AS id, md5(random()::text) || md5(random()::text) AS v "
             "FROM generate_series(1, 500000) g")
-
-
-@pytest.fixture(scope="session")
-def fault_env(request):
-    return fs.environment(request.config)
-
-
-@pytest.fixture
-def home(fault_env):
-    home = fs.AgentHome(fault_env)
-    yield home
-    home.remove()
-
-
-@pytest.fixture
-def worker(home, devserver):
-    worker = fs.WorkerProcess(home, devserver)
-    yield worker
-    worker.stop()
 
 
 def test_sigkill_during_deploy(fault_env, worker):
