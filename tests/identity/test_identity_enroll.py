@@ -147,19 +147,22 @@ def test_enroll_cli_reads_the_token_from_stdin(server, cfg):
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "WEBSOCKET_URL": server.ws_url,
            "CERT_DIR": cfg.cert_dir, "ENROLL_CA_PIN": server.ca_pin, "WORKER_USER": "nobody",
            "LOG_FORMAT": "text"}
+    empty = str(cfg.cert_dir) + ".conf"
+    open(empty, "w").close()   # an explicit empty config: never the host's /etc/pulseup-agent/config
+    enroll_cmd = [sys.executable, "-m", "agent", "--config", empty, "enroll", "--join-token-file", "-"]
     token = server.create_token()
-    result = subprocess.run([sys.executable, "-m", "agent", "enroll", "--join-token-file", "-"],
+    result = subprocess.run(enroll_cmd,
                             input=token + "\n", env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     identity = load_identity(cfg)
     assert f"server_uid {identity.server_uid}" in result.stdout
     assert token not in result.stdout + result.stderr
-    again = subprocess.run([sys.executable, "-m", "agent", "enroll", "--join-token-file", "-"],
+    again = subprocess.run(enroll_cmd,
                            input="", env=env, capture_output=True, text=True, timeout=60)
     assert again.returncode == 0 and "already enrolled" in again.stdout
     env.pop("WORKER_USER")
     os.rename(cfg.cert_dir, cfg.cert_dir + ".old")
-    refused = subprocess.run([sys.executable, "-m", "agent", "enroll", "--join-token-file", "-"],
+    refused = subprocess.run(enroll_cmd,
                              input=token + "\n", env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == exitcodes.ENROLL_FAILED
     assert "join token refused: Invalid or used token" in refused.stderr
