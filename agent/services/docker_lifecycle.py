@@ -18,6 +18,9 @@ from agent.services.docker import (
 STOP_GRACE = 30          # seconds between SIGTERM and SIGKILL (commands.md 2.8)
 POLL_INTERVAL = 0.5
 DEFAULT_WAIT = 120.0
+# A container without a healthcheck counts as started once it has stayed up this long:
+# one that crashes at boot is briefly "running" and must not be reported started.
+STABLE_SECONDS = 2.0
 
 
 class Lifecycle:
@@ -116,7 +119,16 @@ class Lifecycle:
             raise AgentError("health_check_failed", f"{container.name} exited with code {code}")
         if health == "unhealthy":
             raise AgentError("health_check_failed", f"{container.name} is unhealthy")
-        return state == "running" and health in ("healthy", "none")
+        if state != "running":
+            return False
+        if health == "healthy":
+            return True
+        return health == "none" and self._up_for(container) >= STABLE_SECONDS
+
+    @staticmethod
+    def _up_for(container):
+        started = parse_docker_time((container.attrs.get("State") or {}).get("StartedAt"))
+        return 0.0 if started is None else time.time() - started
 
     # -- stop -------------------------------------------------------------------------
 
