@@ -323,3 +323,17 @@ def exec_ok(container, argv):
     result = container.exec_run(argv)
     assert result.exit_code == 0, f"{argv} failed ({result.exit_code}): {result.output.decode()[-2000:]}"
     return result.output.decode()
+
+
+def remove_container(env, name):
+    import docker.errors
+
+    try:
+        env.client.containers.get(name).remove(force=True)
+    except docker.errors.NotFound:
+        pass
+
+
+def unique(prefix):
+    """A service uid no other test of the session uses (the git server is shared)."""
+    return f"{prefix}-{secrets.token_hex(3)}"

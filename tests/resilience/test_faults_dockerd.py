@@ -29,7 +29,7 @@ def _serves(env, name, body, timeout=60):
 
 
 def test_engine_restart_during_deploy(fault_env, worker):
-    env, uid = fault_env, "engine-app"
+    env, uid = fault_env, fs.unique("engine")
     env.image("app")
     try:
         _, sha1 = env.git.add_repo(uid, {"Dockerfile": fs.app_dockerfile(), "index.html": "version one\n"})

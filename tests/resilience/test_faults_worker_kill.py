@@ -26,7 +26,7 @@ POPULATE = ("CREATE TABLE t AS SELECT g AS id, md5(random()::text) || md5(random
 
 
 def test_sigkill_during_deploy(fault_env, worker):
-    env, uid = fault_env, "kill-app"
+    env, uid = fault_env, fs.unique("kill-app")
     env.image("app")
     try:
         _, sha1 = env.git.add_repo(uid, {"Dockerfile": fs.app_dockerfile(), "index.html": "version one\n"})
@@ -109,7 +109,7 @@ def _backup(worker, uid, backup_uid):
 
 
 def test_sigkill_during_backup(fault_env, home, devserver):
-    env, uid = fault_env, "kill-db"
+    env, uid = fault_env, fs.unique("kill-db")
     worker = fs.WorkerProcess(home, devserver, DB_IMAGE_POSTGRESQL=env.image("postgresql"))
     directory = os.path.join(home.dir("backups"), uid)
     dump_pid = None
