@@ -337,3 +337,47 @@ def remove_container(env, name):
 def unique(prefix):
     """A service uid no other test of the session uses (the git server is shared)."""
     return f"{prefix}-{secrets.token_hex(3)}"
+
+
+class ArgvScanner:
+    """Reads every /proc/<pid>/cmdline in a native thread of gevent's pool (a greenlet would
+    not run while the hub is busy; monkey-patched threads are greenlets) and keeps the argv
+    holding any of ``secrets``."""
+
+    def __init__(self, *values):
+        self.values = [value.encode() for value in values]
+        self.leaks = []
+        self.scans = 0
+        self._running = True
+        self._result = gevent.get_hub().threadpool.spawn(self._run)
+
+    def finish(self):
+        self._running = False
+        self._result.get(timeout=30)
+
+    def _run(self):
+        while self._running:
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        argv = handle.read()
+                except OSError:
+                    continue
+                if any(value in argv for value in self.values):
+                    self.leaks.append(argv.replace(b"\0", b" ").decode("utf-8", "replace"))
+            self.scans += 1
+
+
+def files_holding(value, *roots):
+    """Paths of the files under ``roots`` whose bytes contain ``value``."""
+    found = []
+    for root in roots:
+        for directory, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(directory, name)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                with open(path, "rb") as handle:
+                    if value.encode() in handle.read():
+                        found.append(path)
+    return found
