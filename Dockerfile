@@ -2,8 +2,9 @@
 # against a devserver (docker-compose.yml). Not for production: production is
 # the Debian package and its two systemd units (docs/operations.md).
 #
-# decisions 37: no registry is reachable on the project's build machines, so
-# this file is untested there; it needs a debian:bookworm base image.
+# decisions 37: no registry is reachable on the project's build machines; the
+# test (tests/integration/devcontainer/) builds this file FROM a stand-in for
+# debian:bookworm-slim made there with debootstrap + `docker import`.
 FROM debian:bookworm-slim
 
 RUN apt-get update \
@@ -25,8 +26,10 @@ COPY agent /src/agent
 RUN python3 -m venv /usr/lib/pulseup-agent \
  && /usr/lib/pulseup-agent/bin/pip install --no-cache-dir /src \
  && ln -s /usr/lib/pulseup-agent/bin/pulseup-agent /usr/bin/pulseup-agent
+# Hands bind-mounted state dirs to the worker, then execs pulseup-agent.
+COPY packaging/docker-entrypoint.sh /usr/local/bin/pulseup-docker-entrypoint
 
 ENV LOG_FORMAT=json
 # `run`: the root supervisor plus a worker child as pulseup-worker, restarted on failure.
-ENTRYPOINT ["/usr/bin/pulseup-agent"]
+ENTRYPOINT ["/usr/local/bin/pulseup-docker-entrypoint"]
 CMD ["run"]
