@@ -31,7 +31,7 @@ for _path in (os.path.join(ROOT, "tests", "integration"), os.path.join(ROOT, "te
 
 import dbimages  # noqa: E402
 from harness import DockerDaemon, GitServer, free_port, images, require_service, wait_until  # noqa: E402
-from harness.process import ManagedProcess, search_path  # noqa: E402
+from harness.process import ManagedProcess, _die_with_parent, search_path  # noqa: E402
 
 NETWORK = "pulseup-net"
 GIT_TOKEN = "ghp_CanaryGit" + secrets.token_hex(12)        # distinctive: found only if leaked
@@ -102,6 +102,10 @@ class FaultEnv:
     def image(self, name):
         makers = {"app": images.build_app_base_image, "caddy": images.build_caddy_image,
                   "postgresql": dbimages.postgres_image}
+        if name == "caddy":
+            require_service("caddy", "the proxy image copies Debian's caddy binary")
+        if name == "postgresql" and not os.path.exists(dbimages.TARBALL) and not shutil.which("debootstrap", path=search_path()):
+            pytest.skip("no cached database rootfs and debootstrap is missing")   # as tests/integration/db
         if name not in self._images:
             self._images[name] = makers[name](self.client)
         return self._images[name]
@@ -217,7 +221,8 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "agent", "--config", os.devnull, "worker"], cwd=ROOT, env=env,
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, user=nobody.pw_uid,
-                group=self.home.env.gid, extra_groups=[], start_new_session=True)
+                group=self.home.env.gid, extra_groups=[], start_new_session=True,
+                preexec_fn=_die_with_parent)     # a killed pytest leaves no worker behind
         previous = self._connection()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
