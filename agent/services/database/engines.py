@@ -26,8 +26,24 @@ _PG_VERSION = ('PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_
 _MY_CLIENT = "if command -v mariadb >/dev/null 2>&1; then c=mariadb; else c=mysql; fi; "
 _MY_DUMPER = "if command -v mariadb-dump >/dev/null 2>&1; then d=mariadb-dump; else d=mysqldump; fi; "
 _REDIS_CLI = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --no-auth-warning -h 127.0.0.1 '
-_MONGO_AUTH = ('--username="$MONGO_INITDB_ROOT_USERNAME" --password="$MONGO_INITDB_ROOT_PASSWORD" '
-               '--authenticationDatabase=admin')
+# Passwords never reach an argv (they would show in /proc/<pid>/cmdline on the host). The
+# mongo tools read theirs from a 0600 YAML --config file written by shell builtins (printf);
+# sed sees the password on stdin only, to double single quotes for YAML.
+_MONGO_USER = '--username="$MONGO_INITDB_ROOT_USERNAME" --authenticationDatabase=admin'
+_MONGO_CONFIG = ("umask 077; f=$(mktemp) || exit 1; "
+                 "{ printf \"password: '\"; printf '%s' \"$MONGO_INITDB_ROOT_PASSWORD\" | sed \"s/'/''/g\"; "
+                 "printf \"'\\n\"; } > \"$f\"; ")
+_MONGOSH_AUTH = ('db.getSiblingDB("admin").auth(process.env.MONGO_INITDB_ROOT_USERNAME, '
+                 'process.env.MONGO_INITDB_ROOT_PASSWORD); ')
+
+
+def _mongo_tool(command):
+    """``command`` run with the password in a private config file, removed afterwards."""
+    return _MONGO_CONFIG + f'{command} {_MONGO_USER} --config="$f"; rc=$?; rm -f "$f"; exit $rc'
+
+
+def _mongosh(expression):
+    return f"mongosh --quiet --host 127.0.0.1 --eval '{_MONGOSH_AUTH}print({expression})'"
 
 # format name -> file extension (commands.md 1.7, "Backup format")
 FORMAT_EXT = {"pg_custom": "dump", "pg_plain": "sql", "mysql_sql": "sql",
@@ -79,7 +95,7 @@ class Engine:
                     f"--single-transaction --routines --events --triggers --hex-blob --databases {db}")
         if self.name == "redis":
             return _redis_dump(backup_uid)
-        return f"exec mongodump --archive --db={db} {_MONGO_AUTH}"
+        return _mongo_tool(f"mongodump --archive --db={db}")
 
     def restore_script(self, database, fmt):
         """The restore command of commands.md 2.9.2, reading the dump on stdin (not redis)."""
@@ -94,7 +110,7 @@ class Engine:
             client = _MY_CLIENT if self.name == "mariadb" else "c=mysql; "
             return client + f'MYSQL_PWD="${self._root_password_env()}" exec "$c" -u root'
         if self.name == "mongodb":
-            return f"exec mongorestore --archive --drop --nsInclude={quote(database + '.*')} {_MONGO_AUTH}"
+            return _mongo_tool(f"mongorestore --archive --drop --nsInclude={quote(database + '.*')}")
         raise ValueError("redis is restored by replacing dump.rdb")
 
     def _root_password_env(self):
@@ -155,13 +171,15 @@ ENGINES = {
         "redis", "db_image_redis", 6379, "/data", "default", "0",
         _REDIS_CLI + "ping", _REDIS_CLI + "INFO server", _redis_env,
         # repl-diskless-sync-delay 0: `redis-cli --rdb` otherwise waits 5 s (ENVIRONMENT.md).
-        command=["sh", "-c", 'exec redis-server --requirepass "$REDIS_PASSWORD" --appendonly no '
-                             "--repl-diskless-sync-delay 0"],
+        # the password goes into a 0600 config file (redis quoting: \\ and \" escaped), not argv
+        command=["sh", "-c", "umask 077; { printf 'requirepass \"'; "
+                             "printf '%s' \"$REDIS_PASSWORD\" | sed 's/[\\\\\"]/\\\\&/g'; printf '\"\\n'; } "
+                             "> /tmp/pulseup-redis.conf && exec redis-server /tmp/pulseup-redis.conf "
+                             "--appendonly no --repl-diskless-sync-delay 0"],
         probe_expect="PONG"),
     "mongodb": Engine(
         "mongodb", "db_image_mongodb", 27017, "/data/db", "root", "app",
-        'mongosh --quiet --host 127.0.0.1 ' + _MONGO_AUTH + ' --eval "db.runCommand({ping:1}).ok"',
-        'mongosh --quiet --host 127.0.0.1 ' + _MONGO_AUTH + ' --eval "db.version()"',
+        _mongosh("db.runCommand({ping:1}).ok"), _mongosh("db.version()"),
         _mongo_env, user_env="MONGO_INITDB_ROOT_USERNAME", database_env="MONGO_INITDB_DATABASE",
         probe_expect="1"),
 }
