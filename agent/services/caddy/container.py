@@ -103,7 +103,14 @@ class ProxyContainer:
             container = None
         if container is None:
             container, fresh = self._create(), True
-        if state_of(container) != "running":
+        if state_of(container) == "paused":
+            # paused is not stopped: its admin socket is live; starting it would unlink the socket
+            _log.info("unpausing %s", NAME)
+            with translate(f"unpause {NAME}"):
+                container.unpause()
+            container.reload()
+            fresh = True
+        elif state_of(container) != "running":
             self._start(container)
             fresh = True
         if fresh:
