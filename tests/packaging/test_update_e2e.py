@@ -8,7 +8,7 @@ next PULSEUP_VERSION; the broken release is a repack of the second whose
 worker exits at once and whose default config changed (so the helper's dpkg
 must keep the operator's edited config without prompting).
 
-systemd is not PID 1 here (ENVIRONMENT.md), so :class:`ServiceManager` plays
+systemd is not PID 1 here (ENVIRONMENT.md), so servicemanager.ServiceManager plays
 its part: it restarts a unit that exits (Restart=, RestartSec=,
 RestartPreventExitStatus=) and carries out ``systemctl restart`` for the
 supervisor, which runs in a private mount namespace where a shim named
@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import re
-import shlex
 import shutil
 import time
 
@@ -36,10 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent.devserver.server import DevServer
 from agent.protocol.update import sign
 from debtools import build, dpkg, field, installed_version, purge, repack, run
-from unitrun import UnitProcess
+from servicemanager import SUPERVISOR, WORKER, ServiceManager
 
-UNITS = "/lib/systemd/system"
-SUPERVISOR, WORKER = "pulseup-supervisor.service", "pulseup-worker.service"
 CONFIG = "/etc/pulseup-agent/config"
 KEY_FILE = "/etc/pulseup-agent/update.pub"       # the default UPDATE_PUBLIC_KEY_FILE
 CA_COPY = "/etc/pulseup-agent/test-devserver-ca.crt"
@@ -99,111 +96,17 @@ def publish(devserver, key, deb, version, tamper=None, signature=None):
     with open(os.path.join(root, "manifest.json"), "wb") as handle:
         handle.write(body)
     sig = os.path.join(root, "manifest.json.sig")
-    if text is False:
-        os.unlink(sig) if os.path.exists(sig) else None
-    else:
+    if text is not False:
         with open(sig, "w") as handle:
             handle.write(text)
+    elif os.path.exists(sig):
+        os.unlink(sig)
     return manifest
 
 
 def _sha256(path):
     with open(path, "rb") as handle:
         return hashlib.sha256(handle.read()).hexdigest()
-
-
-# --- systemd's part -------------------------------------------------------------------
-
-class ServiceManager:
-    """Starts the units, restarts them as systemd would, and serves the shim's requests."""
-
-    def __init__(self, workdir):
-        self.workdir, self.units, self.restart_at, self.restarts = workdir, {}, {}, []
-        self.shim_dir = os.path.join(workdir, "shim")
-        self.requests = os.path.join(workdir, "systemctl-requests")
-        os.makedirs(self.shim_dir)
-        shim = os.path.join(self.shim_dir, "systemctl")
-        with open(shim, "w") as handle:
-            handle.write(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >>{shlex.quote(self.requests)}\n")
-        os.chmod(shim, 0o755)
-        open(self.requests, "w").close()
-        self._served = 0
-        self._loop = gevent.spawn(self._run)
-
-    def start(self, name):
-        unit = UnitProcess(os.path.join(UNITS, name), os.path.join(self.workdir, name + ".log"))
-        if name == SUPERVISOR:
-            # Its seam runs `systemctl` with PATH=/usr/local/sbin:... (seam.BASE_ENV): the shim
-            # is mounted there for the supervisor and its children only.
-            script = f'mount --bind {shlex.quote(self.shim_dir)} /usr/local/sbin && exec "$0" "$@"'
-            unit.svc["ExecStart"] = (f"unshare --mount --propagation private sh -c {shlex.quote(script)} "
-                                     + unit.svc["ExecStart"])
-        self.units[name] = unit.start()
-        return unit
-
-    def wait_ready(self, name, timeout=60):
-        """True once the current process of ``name`` sent READY=1 (the loop reads NOTIFY_SOCKET)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            unit = self.units[name]
-            if "READY=1" in unit.messages:
-                return True
-            gevent.sleep(0.1)
-        return False
-
-    def output(self, name, tail=4000):
-        with open(os.path.join(self.workdir, name + ".log"), "rb") as handle:
-            return handle.read().decode("utf-8", "replace")[-tail:]
-
-    def restart(self, name, reason):
-        self.restarts.append((name, reason))
-        self.restart_at.pop(name, None)
-        old = self.units.pop(name, None)
-        if old is not None:
-            old.stop()
-        return self.start(name)
-
-    def _run(self):
-        while True:
-            for name, unit in list(self.units.items()):
-                _drain(unit)
-                self._restart_if_exited(name, unit)
-            self._serve_requests()
-            gevent.sleep(0.2)
-
-    def _restart_if_exited(self, name, unit):
-        code = unit.proc.poll()
-        if code is None or unit.svc.get("Restart") != "always" \
-                or str(code) in unit.svc.get("RestartPreventExitStatus", "").split():
-            return
-        due = self.restart_at.setdefault(name, time.monotonic() + float(unit.svc.get("RestartSec", "0")))
-        if time.monotonic() >= due:
-            self.restart(name, f"exited {code}")
-
-    def _serve_requests(self):
-        with open(self.requests) as handle:
-            lines = handle.read().splitlines()
-        for line in lines[self._served:]:
-            argv = line.split()
-            assert argv[:1] == ["restart"] and argv[-1] in (WORKER, SUPERVISOR), f"unexpected systemctl {line}"
-            self.restart(argv[-1], f"systemctl {line}")
-        self._served = len(lines)
-
-    def stop(self):
-        self._loop.kill()
-        for name in (WORKER, SUPERVISOR):
-            if name in self.units:
-                self.units.pop(name).stop()
-
-
-def _drain(unit):
-    """Read the pending sd_notify datagrams: an unread socket fills up and blocks the sender."""
-    unit.notify.setblocking(False)
-    while True:
-        try:
-            unit.messages.extend(unit.notify.recv(4096).decode().splitlines())
-        except (BlockingIOError, InterruptedError):
-            return
 
 
 # --- the installed, enrolled, running agent ---------------------------------------------
@@ -216,15 +119,24 @@ class Agent:
     def call(self, event, data=None, timeout=120):
         return self.devserver.call(self.uid, event, data or {}, timeout=timeout)
 
-    def wait_version(self, version, timeout=SETTLE):
-        """True once the agent is connected announcing ``version`` (the devserver's agents list)."""
+    def wait_version(self, version, since=0.0, timeout=SETTLE):
+        """True once the agent is connected announcing ``version`` (the devserver's agents
+        list), authenticated after ``since``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if any(a["server_uid"] == self.uid and a["connected"] and a["version"] == version
-                   for a in self.devserver.agents()):
+                   and a["authenticated_at"] >= since for a in self.devserver.agents()):
                 return True
             gevent.sleep(0.2)
         return False
+
+    def settle(self, requests, version):
+        """After the helper: its ``requests`` worker restarts carried out, then ``version``
+        connected from the last worker started (a connection about to be replaced does not count)."""
+        deadline = time.monotonic() + SETTLE
+        while self.manager.served < requests and time.monotonic() < deadline:
+            gevent.sleep(0.2)
+        return self.wait_version(version, since=self.manager.last_start(WORKER))
 
     def logs(self):
         return "\n".join(f"--- {name}\n{self.manager.output(name)}" for name in (SUPERVISOR, WORKER)) \
@@ -297,11 +209,12 @@ def _read(path):
 
 
 def _helper_pids():
+    """Update helpers started by this installation's supervisor (their copies live in STORE)."""
     pids = []
     for cmdline in glob.glob("/proc/[0-9]*/cmdline"):
         try:
             with open(cmdline, "rb") as handle:
-                if b"update_helper.py" in handle.read():
+                if (STORE + "/helper-").encode() in handle.read():
                     pids.append(int(cmdline.split("/")[2]))
         except OSError:
             pass
@@ -381,14 +294,16 @@ def test_signed_update_installs_and_the_agent_comes_back_on_it(agent):
     check = agent.call("agent.update.check")["data"]
     assert check["update_available"] is True and check["latest_version"] == version, check
     assert check["current_version"] == before and check["checksum"] == _sha256(deb)
+    requests = agent.manager.served
     reply = agent.call("agent.update.apply")
     assert reply["success"] is True, reply
     assert reply["data"]["version"] == version
-    assert agent.wait_version(version), agent.logs()
-    assert agent.call("agent.ping")["data"]["version"] == version
-    assert run(["dpkg-query", "-W", "pulseup-agent"]).stdout.split() == ["pulseup-agent", version]
     outcome = _helper_outcome(offset)
     assert outcome is not None and outcome["msg"] == "update healthy", agent.logs()
+    # one `systemctl restart pulseup-worker` from the supervisor, asked by the helper
+    assert agent.settle(requests + 1, version), agent.logs()
+    assert agent.call("agent.ping")["data"]["version"] == version
+    assert run(["dpkg-query", "-W", "pulseup-agent"]).stdout.split() == ["pulseup-agent", version]
     assert os.path.basename(deb) in _packages()       # kept for a later revert
     # The new worker reports the new version, and the manifest offers nothing newer.
     assert agent.call("agent.update.apply")["data"] == {"message": "No updates available"}
@@ -398,25 +313,23 @@ def test_update_whose_worker_cannot_connect_is_reverted(agent):
     version, deb = agent.releases["broken"]
     before, offset = installed_version(), len(_read(HELPER_LOG))
     publish(agent.devserver, agent.key, deb, version)
+    requests = agent.manager.served
     reply = agent.call("agent.update.apply")
     assert reply["success"] is True and reply["data"]["version"] == version, reply
     # The helper installs, waits UPDATE_HEALTH_DEADLINE for a connected new worker, reinstalls.
     outcome = _helper_outcome(offset)
     assert outcome is not None and outcome["msg"] == "reverted", agent.logs()
-    assert agent.wait_version(before), agent.logs()
+    assert agent.settle(requests + 2, before), agent.logs()     # a worker restart per install
     assert installed_version() == before
     assert agent.call("agent.ping")["data"]["version"] == before
     records = _helper_records(offset)
     installs = [r for r in records if r["msg"] == "dpkg -i"]
     assert [(os.path.basename(r["package"]), r["exit_code"]) for r in installs] == \
-        [(os.path.basename(deb), 0), (f"pulseup-agent_{before}_{_arch(deb)}.deb", 0)], agent.logs()
+        [(os.path.basename(deb), 0), (f"pulseup-agent_{before}_{field(deb, 'Architecture')}.deb", 0)], \
+        agent.logs()
     revert = next(r for r in records if r["msg"].startswith("new worker did not connect"))
     assert revert["time"] - installs[0]["time"] >= DEADLINE
     # The broken worker really ran and failed (it was restarted by the unit policy meanwhile).
     assert "broken release: the worker exits" in agent.manager.output(WORKER, tail=10**7)
     # The operator's config survived both installs although the packaged default changed.
     assert f"UPDATE_HEALTH_DEADLINE={DEADLINE}" in _read(CONFIG)
-
-
-def _arch(deb):
-    return field(deb, "Architecture")
