@@ -1,7 +1,8 @@
 import json
+import os
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from agent.protocol import envelope
 from agent.protocol.envelope import ProtocolError
@@ -61,3 +62,17 @@ def test_fuzzed_frames_have_a_defined_outcome(tmp_path):
             harness.dispatcher.handle(message)   # must never raise
     check()
     harness.dispatcher.pool.kill()
+
+
+CI_CASES = 10_000 if os.environ.get("CI") == "true" else 500   # decisions 39
+
+
+@settings(max_examples=CI_CASES, deadline=None, derandomize=True)
+@given(frames)
+def test_decoder_never_fails_otherwise_than_invalid_message(text):
+    try:
+        message = envelope.decode(text)
+    except ProtocolError as exc:
+        assert exc.code == "invalid_message"
+    else:
+        assert isinstance(message.type, str)
