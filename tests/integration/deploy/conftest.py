@@ -1,78 +1,17 @@
 """An agent with the deploy commands, run through the real dispatcher against the test dockerd
 and the token git server."""
-import itertools
 import os
 
 import docker.errors
-import gevent
 import pytest
 
 from agent import config
-from agent.handlers import build_registry
-from agent.handlers import deploy as deploy_handlers
-from agent.protocol import envelope
-from agent.services import Services
 from agent.services.deploy import gate, swap
-from agent.worker.dispatcher import Dispatcher
-from agent.worker.outbox import CallLog, Outbox
+from tests.integration.harness.agentkit import InProcessAgent
 
 
-class DeployAgent:
-    """A dispatcher wired to an in-memory connection: ``call()`` waits for the reply, every
-    event lands in ``events``; ``env_vars`` answers the agent's get_service_env_vars call."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.events = []
-        self.server_calls = []
-        self.env_vars = {}
-        self.outbox = Outbox(cfg.state_dir)
-        self.services = Services(cfg)
-        # service.delete (another module) closes the loop: delete what the deploys made
-        registry = build_registry(modules=("agent.handlers.lifecycle",))
-        deploy_handlers.register(registry)
-        self.dispatcher = Dispatcher(cfg, registry, self.services, self.outbox, CallLog(cfg.state_dir),
-                                     self._direct, self._call_server)
-        self.services.events.target = lambda event, data, durable: self.events.append((event, data))
-        self._ids = itertools.count(1)
-
-    def _direct(self, frame, droppable=False):
-        if frame.get("type") == "event":
-            self.events.append((frame["event"], frame["data"]))
-
-    def _call_server(self, event, data, timeout):
-        self.server_calls.append((event, data))
-        if event == "get_service_env_vars":
-            return dict(self.env_vars)
-        return {"error": "not configured in this test"}
-
-    def _drain(self, replies):
-        while (head := self.outbox.peek()) is not None:
-            frame = envelope.decode(head[1]).raw
-            self.outbox.ack(head[0])
-            if frame["type"] == "response":
-                replies[frame["call_id"]] = frame["data"]
-            else:
-                self.events.append((frame["event"], frame["data"]))
-
-    def call(self, event, data, timeout=120):
-        """The reply's data object ({success, data, error, code})."""
-        call_id = f"c-{next(self._ids)}"
-        replies = {}
-        self.dispatcher.handle(envelope.decode(envelope.encode(
-            {"type": "call", "call_id": call_id, "event": event, "data": data})))
-        with gevent.Timeout(timeout):
-            while call_id not in replies:
-                self._drain(replies)
-                gevent.sleep(0.02)
-        return replies[call_id]
-
-    def events_named(self, name):
-        self._drain({})
-        return [data for event, data in self.events if event == name]
-
-    def close(self):
-        self.services.close()
+# lifecycle too: service.delete closes the loop and removes what the deploys made
+DEPLOY_MODULES = ("agent.handlers.lifecycle", "agent.handlers.deploy")
 
 
 @pytest.fixture
@@ -87,7 +26,7 @@ def deploy_cfg(tmp_path, docker_host, git_server):
 @pytest.fixture
 def deploy_agent(deploy_cfg, docker_client, app_base_image, test_network):
     os.makedirs(deploy_cfg.state_dir, exist_ok=True)
-    agent = DeployAgent(deploy_cfg)
+    agent = InProcessAgent(deploy_cfg, DEPLOY_MODULES)
     # probe faster than the 1 s of production so the suite stays short
     # and stop with a short grace: busybox httpd as PID 1 ignores SIGTERM
     interval, gate.ReadinessGate.probe_interval = gate.ReadinessGate.probe_interval, 0.25

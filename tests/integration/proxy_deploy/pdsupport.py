@@ -4,76 +4,23 @@ lifecycle commands through the real dispatcher, and HTTP(S) requests to its Cadd
 The agent pattern follows tests/integration/deploy/conftest.py, the request helpers
 tests/integration/proxy/conftest.py.
 """
-import itertools
 import socket
 import ssl
 
 import gevent
 import requests
 
-from agent.handlers import build_registry
-from agent.protocol import envelope
-from agent.services import Services
 from agent.services.caddy.tls import local_root_path
-from agent.worker.dispatcher import Dispatcher
-from agent.worker.outbox import CallLog, Outbox
+from tests.integration.harness.agentkit import InProcessAgent
 
 MODULES = ("agent.handlers.lifecycle", "agent.handlers.deploy", "agent.handlers.domains")
 HTTP = requests.Session()
 HTTP.trust_env = False       # loopback only: ignore proxy settings of the environment
 
 
-class Agent:
-    """A dispatcher wired to an in-memory connection: ``call()`` waits for the reply, every
-    event lands in ``events``; ``env_vars`` answers the agent's get_service_env_vars call."""
-
-    def __init__(self, cfg):
-        self.cfg = cfg
-        self.events = []
-        self.env_vars = {}
-        self.outbox = Outbox(cfg.state_dir)
-        self.services = Services(cfg)
-        self.dispatcher = Dispatcher(cfg, build_registry(MODULES), self.services, self.outbox,
-                                     CallLog(cfg.state_dir), self._direct, self._call_server)
-        self.services.events.target = lambda event, data, durable: self.events.append((event, data))
-        self._ids = itertools.count(1)
-
-    def _direct(self, frame, droppable=False):
-        if frame.get("type") == "event":
-            self.events.append((frame["event"], frame["data"]))
-
-    def _call_server(self, event, data, timeout):
-        if event == "get_service_env_vars":
-            return dict(self.env_vars)
-        return {"error": "not configured in this test"}
-
-    def _drain(self, replies):
-        while (head := self.outbox.peek()) is not None:
-            frame = envelope.decode(head[1]).raw
-            self.outbox.ack(head[0])
-            if frame["type"] == "response":
-                replies[frame["call_id"]] = frame["data"]
-            else:
-                self.events.append((frame["event"], frame["data"]))
-
-    def call(self, event, data, timeout=180):
-        """The reply's data object ({success, data, error, code})."""
-        call_id = f"c-{next(self._ids)}"
-        replies = {}
-        self.dispatcher.handle(envelope.decode(envelope.encode(
-            {"type": "call", "call_id": call_id, "event": event, "data": data})))
-        with gevent.Timeout(timeout):
-            while call_id not in replies:
-                self._drain(replies)
-                gevent.sleep(0.02)
-        return replies[call_id]
-
-    def events_named(self, name):
-        self._drain({})
-        return [data for event, data in self.events if event == name]
-
-    def close(self):
-        self.services.close()
+def Agent(cfg):
+    """The in-process agent of tests/integration/harness/agentkit.py with these commands."""
+    return InProcessAgent(cfg, MODULES)
 
 
 def http_get(cfg, host, path="/", timeout=5.0):
