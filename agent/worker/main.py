@@ -45,6 +45,7 @@ class Worker:
         self.events.target = self.dispatcher._emit
         self.stopping = gevent.event.Event()
         self._first_auth = True
+        self._interrupted_deploys = []
         self._recover()
 
     def _recover(self):
@@ -56,6 +57,8 @@ class Worker:
             self.outbox.put(frame, key=call_id)
         for record in load_interrupted(self.cfg.state_dir):
             _discard_partial_backup(self.cfg, record)
+            if record.get("kind") == "deploy" and record.get("service_uid"):
+                self._interrupted_deploys.append(record["service_uid"])
             event = _terminal_event(record)
             if event is not None:
                 self.outbox.put(envelope.event_frame(*event))
@@ -109,10 +112,23 @@ class Worker:
         from agent.services import docker_events
         self.services.docker_events = docker_events.start(self.services)
         self.services.spawn("proxy-reapply", self._reapply_proxy)
+        if self._interrupted_deploys:
+            self.services.spawn("deploy-recovery", self._recover_deploys)
         for name in ("backups", "update"):   # schedules; the auto-update loop
             service = _optional(self.services, name)
             if service is not None and hasattr(service, "start"):
                 service.start(self.services)
+
+    def _recover_deploys(self):
+        """Put services whose deploy a restart interrupted back on their previous version."""
+        for uid in self._interrupted_deploys:
+            try:
+                acted = self.services.deploy.recover_interrupted(uid)
+            except AgentError as exc:
+                _log.warning("could not recover the interrupted deploy of %s: %s", uid, exc.message)
+                continue
+            if acted:
+                _log.info("recovered %s after an interrupted deploy: %s", uid, ", ".join(acted))
 
     def _reapply_proxy(self):
         """commands.md 2.6.2: the proxy gets the agent's stored routes back at start-up."""

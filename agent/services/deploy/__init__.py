@@ -8,6 +8,7 @@ logs and steps), ``fetch`` and ``streams`` (reading them back), ``images`` (name
 """
 
 from agent.errors import AgentError
+from agent.services.docker import CANDIDATE_SUFFIX, translate
 from agent.services.deploy import fetch as fetch_module
 from agent.services.deploy import methods
 from agent.services.deploy import request as req
@@ -98,6 +99,27 @@ class DeployService:
         paths = req.dockerfile_paths(clone_path)
         if paths:
             ctx.emit("update_docker_config", {"service_uid": service_uid, "dockerfile_paths": paths})
+
+    def recover_interrupted(self, service_uid):
+        """After a worker restart (issue 13): a deploy killed mid-swap leaves its candidate
+        container, and a single-slot swap a stopped previous version. Remove the candidate
+        and start the newest app version again if nothing of the service runs; returns the
+        names acted on. Raises AgentError (docker unreachable...)."""
+        docker = self.services.docker
+        containers = docker.find_service_containers(service_uid)
+        acted = []
+        for container in containers:
+            if container.name.endswith(CANDIDATE_SUFFIX):
+                docker.mark_expected(container.id)
+                with translate(f"remove {container.name}"):
+                    container.remove(force=True)
+                acted.append(container.name)
+        apps = docker.app_containers(service_uid, [c for c in containers if c.name not in acted])
+        if apps and docker.active_container(service_uid, apps) is None:
+            with translate(f"start {apps[0].name}"):
+                apps[0].start()
+            acted.append(apps[0].name)
+        return acted
 
     def on_service_delete(self, service_uid, options):
         """service.delete takes part here: a compose project goes ``down --remove-orphans``
