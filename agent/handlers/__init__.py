@@ -20,18 +20,8 @@ MODULES = (
 
 
 def build_registry(modules=MODULES):
-    """A registry holding every command of the given handler modules.
-
-    A module that is not part of this build (ImportError on the module
-    itself) is skipped; any other error is a bug and propagates.
-    """
+    """A registry holding every command of the given handler modules (duplicates refused)."""
     registry = Registry()
     for name in modules:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(registry)
+        importlib.import_module(name).register(registry)
     return registry

@@ -227,3 +227,13 @@ def test_waiting_operation_announces_its_queued_phase(h):
         h.outbox.ack(head[0])
     assert any('"phase":"queued"' in text for text in events)
     h.wait(["one", "two"])
+
+
+def test_full_registry_has_every_catalogued_command():
+    from agent.handlers import build_registry
+    names = set(build_registry().names())
+    for name in ("agent.ping", "agent.hardware.info", "server.stats.live", "agent.command.execute",
+                 "service.app.deploy", "service.deploy.rollback", "service.domain.manage", "database.deploy",
+                 "database.backup.download", "database.backup.automation.update", "agent.update.apply",
+                 "monitoring.alerts.setup", "server.ssh_key.add", "agent.operations.cancel"):
+        assert name in names, name
