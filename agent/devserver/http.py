@@ -5,6 +5,7 @@ WebSocket upgrade on the same port and streamed request/response bodies (uploads
 h11 (already a dependency of wsproto) gives all three with little code.
 """
 
+import email.utils
 import json
 import logging
 import urllib.parse
@@ -172,6 +173,8 @@ class HttpConnection:
 
     def _send_response(self, response):
         headers = list(response.headers)
+        # RFC 9110 8.6.1: an origin server with a clock sends Date (`pulseup-agent doctor` reads it)
+        headers.append(("date", email.utils.formatdate(usegmt=True)))
         if response.stream is None:
             headers.append(("content-length", str(len(response.body))))
         reason = REASONS.get(response.status, "Status").encode()
