@@ -6,6 +6,13 @@ detected plan (``nixpacks plan <dir> --format json``) is deep-merged with the re
 version, and a pin below the recommended minimum is kept with a WARN line. Variables reach
 Nixpacks through a temporary 0600 config file, never argv.
 
+Where the plan names its provider (docs/support.md, "Nixpacks plan format"): ``nixpacks plan``
+prints a *pinned* plan whose ``providers`` is an empty list (upstream
+railwayapp/nixpacks src/nixpacks/plan/mod.rs, ``BuildPlan::pin``); the providers it matched
+are recorded in ``variables.NIXPACKS_METADATA`` as one comma-separated list of each provider's
+name followed by its labels, e.g. ``python,django,postgres`` (src/nixpacks/plan/generator.rs).
+A non-empty ``providers`` can still come from the request's ``nixpacks_config``.
+
 Use from the deploy pipeline::
 
     nix = NixpacksService(cfg)
@@ -25,6 +32,10 @@ from agent.services.compose import child_environment, run_tool
 
 INSTALL_HINT = ("nixpacks is not installed: install it (https://nixpacks.com/docs/install, "
                 "e.g. the nixpacks .deb from its GitHub releases) or use the dockerfile method")
+
+METADATA = "NIXPACKS_METADATA"
+# entries of `providers` that mean "the detected ones" rather than naming a provider
+AUTO_PROVIDERS = ("...", "@auto")
 
 # provider -> (version variables, default, recommended minimum); commands.md 2.5.2
 RUNTIMES = {
@@ -125,8 +136,8 @@ def apply_runtime_defaults(plan):
     """Set default runtime versions where none is pinned; returns warnings for low pins."""
     variables = plan.setdefault("variables", {})
     warnings = []
-    for provider in plan.get("providers") or ():
-        runtime = RUNTIMES.get(str(provider).lower())
+    for provider in plan_providers(plan):
+        runtime = RUNTIMES.get(provider)
         if runtime is None:
             continue
         names, default, minimum = runtime
@@ -137,6 +148,22 @@ def apply_runtime_defaults(plan):
             warnings.append(f"{provider} {pinned} is below the recommended minimum {minimum}; "
                             "keeping the pinned version")
     return warnings
+
+
+def plan_providers(plan):
+    """Lower-case provider names of ``plan``: its explicit ``providers`` entries, then those
+    recorded in ``variables.NIXPACKS_METADATA`` (labels such as ``django`` come along; they
+    match no runtime). Non-string values are ignored: the plan comes from outside."""
+    names = []
+    explicit = plan.get("providers")
+    for item in explicit if isinstance(explicit, list) else ():
+        if isinstance(item, str) and item not in AUTO_PROVIDERS:
+            names.append(item.strip().lower())
+    variables = plan.get("variables")
+    metadata = variables.get(METADATA) if isinstance(variables, dict) else None
+    if isinstance(metadata, str):
+        names += [item.strip().lower() for item in metadata.split(",")]
+    return list(dict.fromkeys(name for name in names if name))
 
 
 def _below(version, minimum):

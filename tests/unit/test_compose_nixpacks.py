@@ -30,13 +30,36 @@ def test_plan_merges_config_commands_and_defaults(tmp_path):
                                         "variables": {"NODE_VERSION": "18"}},
                         {"build_command": "npm run build", "start_command": ""},
                         on_line=lambda text, level: warnings.append((level, text)))
-    assert plan["providers"] == ["node"]
-    assert plan["phases"]["setup"] == {"nixPkgs": ["nodejs"], "aptPkgs": ["curl"]}
+    # the stand-in prints the real tool's pinned format: the provider is only in the metadata
+    assert plan["providers"] == [] and plan["variables"]["NIXPACKS_METADATA"] == "node"
+    assert plan["buildImage"].startswith("ghcr.io/railwayapp/nixpacks:")
+    assert plan["phases"]["setup"]["nixPkgs"] == ["nodejs_18", "npm-9_x"]
+    assert plan["phases"]["setup"]["aptPkgs"] == ["curl"]
     assert plan["phases"]["build"] == {"cmds": ["npm run build"]}
-    assert plan["phases"]["install"] == {"cmds": ["npm ci"]}
+    assert plan["phases"]["install"]["cmds"] == ["npm ci"]
     assert plan["start"] == {"cmd": "node server.js"}
     assert plan["variables"]["NODE_VERSION"] == "18" and "NIXPACKS_NODE_VERSION" not in plan["variables"]
     assert warnings and warnings[0][0] == "WARN" and "18" in warnings[0][1]
+
+
+def test_runtime_default_from_the_real_plan_format(tmp_path):
+    """No pin: the node default lands although `providers` is empty (the stand-in's plan)."""
+    (tmp_path / "package.json").write_text(json.dumps({"scripts": {"start": "node server.js"}}))
+    warnings = []
+    service = NixpacksService(config.defaults(), search_path=STANDIN_DIR)
+    plan = service.plan(str(tmp_path), on_line=lambda text, level: warnings.append((level, text)))
+    assert plan["providers"] == []
+    assert plan["variables"]["NIXPACKS_NODE_VERSION"] == "22" and warnings == []
+
+
+def test_low_pin_warns_with_the_real_plan_format(tmp_path):
+    (tmp_path / "package.json").write_text(json.dumps({"scripts": {}}))
+    warnings = []
+    service = NixpacksService(config.defaults(), search_path=STANDIN_DIR)
+    plan = service.plan(str(tmp_path), {"variables": {"NIXPACKS_NODE_VERSION": "16"}},
+                        on_line=lambda text, level: warnings.append((level, text)))
+    assert plan["variables"]["NIXPACKS_NODE_VERSION"] == "16"
+    assert warnings == [("WARN", "node 16 is below the recommended minimum 22; keeping the pinned version")]
 
 
 def test_plan_failure_is_command_failed(tmp_path):
@@ -46,18 +69,30 @@ def test_plan_failure_is_command_failed(tmp_path):
     assert err.value.code == "command_failed" and "unable to generate" in err.value.details["stderr_tail"]
 
 
-@pytest.mark.parametrize("providers, variables, expected, warn", [
-    (["node"], {}, {"NIXPACKS_NODE_VERSION": "22"}, False),
-    (["python"], {"NIXPACKS_PYTHON_VERSION": "3.9"}, {"NIXPACKS_PYTHON_VERSION": "3.9"}, True),
-    (["python"], {"NIXPACKS_PYTHON_VERSION": "3.13"}, {"NIXPACKS_PYTHON_VERSION": "3.13"}, False),
-    (["go"], {}, {"NIXPACKS_GO_VERSION": "1.22"}, False),
-    (["staticfile"], {}, {}, False),
+@pytest.mark.parametrize("metadata, variables, expected, warn", [
+    ("node", {}, {"NIXPACKS_NODE_VERSION": "22"}, False),
+    ("python,django,postgres", {"NIXPACKS_PYTHON_VERSION": "3.9"}, {"NIXPACKS_PYTHON_VERSION": "3.9"}, True),
+    ("python", {"NIXPACKS_PYTHON_VERSION": "3.13"}, {"NIXPACKS_PYTHON_VERSION": "3.13"}, False),
+    ("go", {}, {"NIXPACKS_GO_VERSION": "1.22"}, False),
+    ("staticfile", {}, {}, False),
 ])
-def test_runtime_defaults(providers, variables, expected, warn):
-    plan = {"providers": providers, "variables": dict(variables)}
+def test_runtime_defaults(metadata, variables, expected, warn):
+    """The real tool's pinned plan: empty providers, the provider in NIXPACKS_METADATA."""
+    plan = {"providers": [], "variables": {"NIXPACKS_METADATA": metadata, **variables}}
     warnings = nixpacks.apply_runtime_defaults(plan)
-    assert plan["variables"] == expected
+    assert plan["variables"] == {"NIXPACKS_METADATA": metadata, **expected}
     assert bool(warnings) is warn
+
+
+@pytest.mark.parametrize("plan, expected", [
+    ({"providers": ["Python", "..."]}, ["python"]),                      # a request's nixpacks_config
+    ({"providers": ["node"], "variables": {"NIXPACKS_METADATA": "node,python"}}, ["node", "python"]),
+    ({"providers": "node", "variables": {"NIXPACKS_METADATA": 7}}, []),  # hostile shapes are ignored
+    ({"providers": [None, "@auto"], "variables": []}, []),
+    ({}, []),
+])
+def test_plan_providers(plan, expected):
+    assert nixpacks.plan_providers(plan) == expected
 
 
 def test_deep_merge_does_not_touch_its_inputs():

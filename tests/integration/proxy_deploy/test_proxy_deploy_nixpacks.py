@@ -54,7 +54,9 @@ def test_nixpacks_install_deploy_and_serve(pd_agent, git_server, docker_client, 
     configs = pd_agent.events_named("update_nixpacks_config")
     assert [c["service_uid"] for c in configs] == [uid]
     plan = configs[0]["config"]
-    assert plan["providers"] == ["node"] and plan["variables"]["NIXPACKS_NODE_VERSION"] == "22"
+    # the real tool's pinned format: no providers, the provider in NIXPACKS_METADATA
+    assert plan["providers"] == [] and plan["variables"]["NIXPACKS_METADATA"] == "node"
+    assert plan["variables"]["NIXPACKS_NODE_VERSION"] == "22"
 
     first = deploy(pd_agent, git_server, uid, "pd-nix-1", sha1, nixpacks_config={"variables": {"EXTRA": "1"}})
     assert first["success"], first
