@@ -11,7 +11,7 @@ import sys  # noqa: E402
 from agent import __version__, config, exitcodes, log  # noqa: E402
 from agent.errors import ConfigError  # noqa: E402
 
-ROLES = ("run", "supervisor", "worker", "enroll", "devserver", "check-config", "version")
+ROLES = ("run", "supervisor", "worker", "enroll", "devserver", "check-config", "doctor", "version")
 
 
 def build_parser():
@@ -33,6 +33,7 @@ def build_parser():
     enroll.add_argument("--join-token-file", metavar="FILE", help="read the join token from FILE ('-' for stdin)")
     roles.add_parser("devserver", help="development control plane (see `devserver --help`)", add_help=False)
     roles.add_parser("check-config", help="print the effective settings and their sources")
+    roles.add_parser("doctor", help="check this host's agent set-up").add_argument("--json", action="store_true")
     roles.add_parser("version", help="print the version")
     return parser
 
@@ -48,6 +49,9 @@ def main(argv=None):
     if role == "devserver":
         from agent.devserver.cli import main as devserver_main
         return devserver_main(rest)
+    if role == "doctor":  # a config that cannot load is one of its findings (docs/operations.md)
+        from agent.doctor import doctor_main
+        return doctor_main(args, lambda: _load_config(args, role))
     try:
         cfg = _load_config(args, role)
     except ConfigError as exc:
