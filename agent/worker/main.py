@@ -24,9 +24,9 @@ from agent.worker.dispatcher import Dispatcher
 from agent.worker.link import Link
 from agent.worker.operations import load_interrupted
 from agent.worker.outbox import CallLog, Outbox
+from agent.worker.recovery import RESTARTED, Recovery
 
 _log = log.get("worker")
-RESTARTED = "agent restarted during operation"
 QUIET_WAIT_MAX = 3600.0
 
 
@@ -45,23 +45,30 @@ class Worker:
         self.events.target = self.dispatcher._emit
         self.stopping = gevent.event.Event()
         self._first_auth = True
-        self._interrupted_deploys = []
         self._recover()
 
     def _recover(self):
-        """decisions 5 and commands.md 1.8.7: answer and report what a restart interrupted."""
+        """decisions 5 and commands.md 1.8.7: answer and report what a restart interrupted.
+        Operations that change what runs (deploy, rollback, restore...) are recovered by
+        their recorded phase once the services run (agent/worker/recovery.py); their calls
+        stay open until then (docs/operations.md "Restart recovery")."""
+        records = load_interrupted(self.cfg.state_dir)
+        self.recovery = Recovery(self.cfg.state_dir, records)
         error = AgentError("internal", RESTARTED)
         for call_id in self.calls.interrupted:
-            frame = envelope.error_response(call_id, error)
-            self.calls.finish(call_id, frame)
-            self.outbox.put(frame, key=call_id)
-        for record in load_interrupted(self.cfg.state_dir):
+            if self.recovery.owns_call(call_id):
+                self.calls.start(call_id)       # answered by its recovery, even after another crash
+                continue
+            self._answer_recovered(call_id, envelope.error_response(call_id, error))
+        for record in records:
             _discard_partial_backup(self.cfg, record)
-            if record.get("kind") == "deploy" and record.get("service_uid"):
-                self._interrupted_deploys.append(record["service_uid"])
-            event = _terminal_event(record)
+            event = None if self.recovery.handles(record) else _terminal_event(record)
             if event is not None:
                 self.outbox.put(envelope.event_frame(*event))
+
+    def _answer_recovered(self, call_id, frame):
+        self.calls.finish(call_id, frame)
+        self.outbox.put(frame, key=call_id)
 
     def _on_authenticated(self, link):
         hardware = _hardware_event(self.services)
@@ -112,23 +119,11 @@ class Worker:
         from agent.services import docker_events
         self.services.docker_events = docker_events.start(self.services)
         self.services.spawn("proxy-reapply", self._reapply_proxy)
-        if self._interrupted_deploys:
-            self.services.spawn("deploy-recovery", self._recover_deploys)
+        self.recovery.start(self.dispatcher, self._answer_recovered)
         for name in ("backups", "update"):   # schedules; the auto-update loop
             service = _optional(self.services, name)
             if service is not None and hasattr(service, "start"):
                 service.start(self.services)
-
-    def _recover_deploys(self):
-        """Put services whose deploy a restart interrupted back on their previous version."""
-        for uid in self._interrupted_deploys:
-            try:
-                acted = self.services.deploy.recover_interrupted(uid)
-            except AgentError as exc:
-                _log.warning("could not recover the interrupted deploy of %s: %s", uid, exc.message)
-                continue
-            if acted:
-                _log.info("recovered %s after an interrupted deploy: %s", uid, ", ".join(acted))
 
     def _reapply_proxy(self):
         """commands.md 2.6.2: the proxy gets the agent's stored routes back at start-up."""

@@ -176,7 +176,8 @@ class OperationTable:
             return
         records = [{"operation_id": j.operation_id, "kind": j.spec.kind, **{
             k: j.request[k] for k in ("service_uid", "deployment_uid", "backup_uid", "backup_type")
-            if (j.request or {}).get(k)}} for j in self.by_id.values() if j.spec.kind in RECOVERED_KINDS]
+            if (j.request or {}).get(k)}, **({"call_id": j.call_id} if j.message.type == "call" else {})}
+            for j in self.by_id.values() if j.spec.kind in RECOVERED_KINDS]
         try:
             os.makedirs(os.path.dirname(self._record_path), mode=0o700, exist_ok=True)
             atomic_write(self._record_path, json.dumps(records).encode())

@@ -13,6 +13,7 @@ import tarfile
 import time
 import uuid
 
+import gevent
 import gevent.pool
 
 from agent import log
@@ -20,6 +21,7 @@ from agent.errors import AgentError
 from agent.services.database import backup, manifest as mf, provision
 from agent.services.database.dockerio import ExecStream, docker_errors
 from agent.services.database.streams import Decoder, file_digest
+from agent.services.interrupted import PhaseLog
 
 REDIS_STOP_TIMEOUT = 30
 _log = log.get("database.restore")
@@ -74,13 +76,26 @@ def verify(ctx, path, target):
 def run(ctx, adapter, cfg, target, path, safety_backup=True):
     """Restore ``path`` into ``target``; the reply of database.backup.restore. Raises AgentError
     (see resolve and verify; command_failed when the restore tool fails)."""
+    journal = PhaseLog.for_call(ctx, "restore", f"restore:{target.service_uid}", target.service_uid,
+                                container=target.name, engine=target.engine.name, backup_path=path)
+    try:
+        return _run(ctx, adapter, cfg, target, path, safety_backup, journal)
+    finally:
+        if journal is not None:
+            journal.close()     # ended by itself: nothing for restart recovery
+
+
+def _run(ctx, adapter, cfg, target, path, safety_backup, journal):
     started = time.time()
     manifest = verify(ctx, path, target)
+    safety_uid = f"prerestore-{uuid.uuid4()}" if safety_backup else None
+    _phase(journal, "safety_backup", safety_backup_uid=safety_uid)
     safety_path = None
     if safety_backup:
-        job = backup.BackupJob(target.service_uid, f"prerestore-{uuid.uuid4()}",
+        job = backup.BackupJob(target.service_uid, safety_uid,
                                database=manifest["database"], backup_type="pre_restore")
         safety_path = backup.run(ctx, adapter, cfg, target, job)["backup_path"]
+    _phase(journal, "restoring", safety_backup_path=safety_path)
     provision.service_status(ctx, target.service_uid, "deploying", message="Restoring database from backup")
     try:
         if target.engine.name == "redis":
@@ -96,6 +111,11 @@ def run(ctx, adapter, cfg, target, path, safety_backup=True):
     if safety_path:
         reply["safety_backup_path"] = safety_path
     return reply
+
+
+def _phase(journal, name, **fields):
+    if journal is not None:
+        journal.phase(name, **fields)
 
 
 def _failed(ctx, target, exc, safety_path):
@@ -183,3 +203,40 @@ def _tar_stream(decoder, size):
     if sent != size:
         raise AgentError("integrity_error", f"restored {sent} bytes, the manifest says {size}")
     yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+def recover(docker, record):
+    """Restart recovery of an interrupted restore (docs/operations.md "Restart recovery"):
+    the database container runs again (redis was stopped for the restore). Returns
+    ``(status, message, details)`` for ``update_service_status`` and the call's answer:
+    ``running`` when the data was not touched yet, else ``failed`` naming the safety backup
+    that holds the previous data. Raises AgentError when Docker cannot be reached."""
+    name = record.get("container") or f"pulseup-db-{record['service_uid']}"
+    details, started = {}, _ensure_running(docker, name)
+    safety = record.get("safety_backup_path")
+    if record.get("phase") != "restoring":
+        state = f"{name} runs" if started else f"{name} does not run"
+        return ("running" if started else "failed",
+                f"database restore interrupted before the data was changed; {state}", details)
+    details["safety_backup_path"] = safety
+    keeps = (f"the safety backup {safety} holds the data from before the restore" if safety
+             else "no safety backup was taken (safety_backup=false)")
+    state = "" if started else f"; {name} does not run"
+    return "failed", f"database restore interrupted while writing: the data may be partly restored; {keeps}{state}", \
+        details
+
+
+def _ensure_running(docker, name):
+    container = docker.find_container(name)
+    if container is None:
+        return False
+    if container.attrs.get("State", {}).get("Status") != "running":
+        with docker_errors(f"start {name}"):
+            container.start()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.attrs.get("State", {}).get("Status") == "running":
+                break
+            gevent.sleep(0.5)
+    return container.attrs.get("State", {}).get("Status") == "running"

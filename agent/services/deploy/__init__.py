@@ -8,9 +8,9 @@ logs and steps), ``fetch`` and ``streams`` (reading them back), ``images`` (name
 """
 
 from agent.errors import AgentError
-from agent.services.docker import CANDIDATE_SUFFIX, translate
+from agent.services.interrupted import PhaseLog
 from agent.services.deploy import fetch as fetch_module
-from agent.services.deploy import methods
+from agent.services.deploy import methods, recovery
 from agent.services.deploy import request as req
 from agent.services.deploy.history import BuildHistory
 from agent.services.deploy.images import AppImages
@@ -39,10 +39,13 @@ class DeployService:
         """Run the pipeline of commands.md 2.5.2 and return the reply data."""
         uid, dep = request["service_uid"], request["deployment_uid"]
         self._running[dep] = self._known[dep] = uid
+        journal = PhaseLog.for_call(ctx, "deploy", f"deploy:{dep}", uid, deployment_uid=dep)
         try:
-            return DeployPipeline(self, ctx, request).run()
+            return DeployPipeline(self, ctx, request, journal).run()
         finally:
             self._running.pop(dep, None)
+            if journal is not None:
+                journal.close()     # ended by itself: nothing for restart recovery
 
     def install(self, ctx, request):
         """Fetch the source, choose the build method and store the build plan; builds
@@ -74,7 +77,12 @@ class DeployService:
         plan = self.history.load_plan(request["service_uid"]) or {}
         if plan.get("build_method") == "docker-compose":
             raise AgentError("failed_precondition", "rollback is not supported for docker-compose services")
-        return Rollback(self, ctx, request).run()
+        journal = PhaseLog.for_call(ctx, "rollback", f"rollback:{request['service_uid']}", request["service_uid"])
+        try:
+            return Rollback(self, ctx, request, journal).run()
+        finally:
+            if journal is not None:
+                journal.close()
 
     def logs_fetch(self, request):
         return fetch_module.fetch(self.cfg, self.services.docker, request["service_uid"], request["deployment_uid"],
@@ -100,26 +108,14 @@ class DeployService:
         if paths:
             ctx.emit("update_docker_config", {"service_uid": service_uid, "dockerfile_paths": paths})
 
-    def recover_interrupted(self, service_uid):
-        """After a worker restart (issue 13): a deploy killed mid-swap leaves its candidate
-        container, and a single-slot swap a stopped previous version. Remove the candidate
-        and start the newest app version again if nothing of the service runs; returns the
-        names acted on. Raises AgentError (docker unreachable...)."""
-        docker = self.services.docker
-        containers = docker.find_service_containers(service_uid)
-        acted = []
-        for container in containers:
-            if container.name.endswith(CANDIDATE_SUFFIX):
-                docker.mark_expected(container.id)
-                with translate(f"remove {container.name}"):
-                    container.remove(force=True)
-                acted.append(container.name)
-        apps = docker.app_containers(service_uid, [c for c in containers if c.name not in acted])
-        if apps and docker.active_container(service_uid, apps) is None:
-            with translate(f"start {apps[0].name}"):
-                apps[0].start()
-            acted.append(apps[0].name)
-        return acted
+    def recover(self, record):
+        """Restart recovery of an interrupted deploy or rollback (docs/operations.md "Restart
+        recovery"): one version of the service is left; returns a recovery.Outcome. A deploy
+        the recovery finished gets its build-history entry. Raises AgentError (docker...)."""
+        outcome = recovery.recover_swap(self.services, record)
+        if outcome.status == "completed" and record.get("kind") == "deploy":
+            recovery.complete_history(self.history, record)
+        return outcome
 
     def on_service_delete(self, service_uid, options):
         """service.delete takes part here: a compose project goes ``down --remove-orphans``

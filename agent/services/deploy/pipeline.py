@@ -62,8 +62,9 @@ class DeployPipeline:
     """Runs one deployment; ``run()`` returns the reply data or raises the AgentError that
     ended it (after emitting the terminal event)."""
 
-    def __init__(self, owner, ctx, request):
+    def __init__(self, owner, ctx, request, journal=None):
         self.owner = owner                      # the DeployService
+        self.journal = journal                  # PhaseLog for restart recovery, or None
         self.services = owner.services
         self.ctx = ctx
         self.request = request
@@ -107,8 +108,11 @@ class DeployPipeline:
             return ComposeDeployment(self, method, env).run()
         image = self._build(method, env)
         release = self._release(image, env)
-        swap = Swap(self.services, release, self.steps, self.ctx, self.report.progress).run()
-        self._record(release, swap, method)
+        entry, plan = self._history_entry(release, method), methods.plan_record(method, self.source, self.repo_url)
+        if self.journal is not None:        # what restart recovery writes if it finishes the swap
+            self.journal.update(history=entry, plan=plan)
+        swap = Swap(self.services, release, self.steps, self.ctx, self.report.progress, self.journal).run()
+        self._record(entry, plan)
         return {"success": True, "deployment_method": method.kind, "image": image,
                 "container": swap["container"], "container_name": swap["container_name"],
                 "swap_mode": swap["swap_mode"], "deployment_version": swap["deployment_version"],
@@ -165,15 +169,17 @@ class DeployPipeline:
                        request.get("health_check_path") or service.get("health_check_path"),
                        request.get("health_timeout_seconds", 120.0), request.get("drain_seconds", 5.0))
 
-    def _record(self, release, swap, method):
-        self.owner.history.save_plan(self.uid, methods.plan_record(method, self.source, self.repo_url))
-        entry = {"success": True, "image_name": release.image, "build_time": rfc3339(),
-                 "commit_sha": self.source["commit_sha"], "commit_message": self.source["commit_message"],
-                 "deployment_uid": self.deployment_uid, "deployed_at": rfc3339(),
-                 "deployment_method": method.kind, "port_mappings": release.port_mappings,
-                 "cpu_limit": release.cpu_limit, "memory_limit": release.memory_limit,
-                 "health_check_path": release.health_check_path}
-        entries = self.owner.history.record(self.uid, entry)
+    def _history_entry(self, release, method):
+        return {"success": True, "image_name": release.image, "build_time": rfc3339(),
+                "commit_sha": self.source["commit_sha"], "commit_message": self.source["commit_message"],
+                "deployment_uid": self.deployment_uid, "deployed_at": rfc3339(),
+                "deployment_method": method.kind, "port_mappings": release.port_mappings,
+                "cpu_limit": release.cpu_limit, "memory_limit": release.memory_limit,
+                "health_check_path": release.health_check_path}
+
+    def _record(self, entry, plan):
+        self.owner.history.save_plan(self.uid, plan)
+        entries = self.owner.history.record(self.uid, dict(entry, deployed_at=rfc3339()))
         self.owner.images.prune(self.uid, [e.get("image_name") for e in entries], self.dlog.deploy)
 
     def _fail(self, exc):

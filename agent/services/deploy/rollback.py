@@ -70,8 +70,9 @@ def container_settings(docker, container):
 class Rollback:
     """Runs one rollback; ``run()`` returns the reply data, or emits ``failed`` and raises."""
 
-    def __init__(self, owner, ctx, request):
+    def __init__(self, owner, ctx, request, journal=None):
         self.owner, self.ctx, self.request = owner, ctx, request
+        self.journal = journal          # PhaseLog for restart recovery, or None
         self.services = owner.services
         self.uid = request["service_uid"]
 
@@ -96,8 +97,10 @@ class Rollback:
             steps = Steps(self.owner.cfg.deployment_log_dir, log_id, dlog)
             steps.start("initialize", f"Rollback of {self.uid} to {target['image_name']}", log_type="deploy")
             steps.finish("initialize")
+            if self.journal is not None:
+                self.journal.update(rolled_back_to=target["image_name"])
             swap = Swap(self.services, release, steps, self.ctx,
-                        lambda phase, message: self.ctx.set_phase(phase)).run()
+                        lambda phase, message: self.ctx.set_phase(phase), self.journal).run()
         except BaseException as exc:
             error = exc if isinstance(exc, AgentError) else AgentError("cancelled", "operation cancelled")
             self._event("failed", error.message, code=error.code, rolled_back_to=target["image_name"])

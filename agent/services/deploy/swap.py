@@ -74,8 +74,9 @@ class Swap:
 
     stop_grace = 30          # seconds before SIGKILL (2.5.3); a class attribute so tests can shrink it
 
-    def __init__(self, services, release, steps, ctx=None, progress=None):
+    def __init__(self, services, release, steps, ctx=None, progress=None, journal=None):
         self.services = services
+        self.journal = journal      # agent.services.interrupted.PhaseLog, or None
         self.docker = services.docker
         self.release = release
         self.steps = steps
@@ -96,6 +97,12 @@ class Swap:
         self._remove_stale_candidates(containers)
         self.previous = self.docker.active_container(uid, containers)
         self.version = max([version_of(c) for c in containers] + [0]) + 1
+        primary = self.release.primary
+        self._mark("deploy_container", swap_mode=self.release.swap_mode, version=self.version,
+                   candidate=container_name(uid, self.version, candidate=True),
+                   final=container_name(uid, self.version), port=primary["internal"] if primary else None,
+                   previous=self.previous.name if self.previous is not None else None,
+                   previous_id=self.previous.id if self.previous is not None else None)
         if self.release.swap_mode == "single_slot":
             self._check_ports(containers)
             self._single_slot()
@@ -108,19 +115,23 @@ class Swap:
     def _blue_green(self):
         try:
             self._create(start=True)
+            self._mark("health_check")
             self._gate()
             self._promote()
         except BaseException:
             self._discard()
             raise
         self._cleanup(drain=True)
+        self._mark("done")
 
     def _single_slot(self):
         try:
             self._create(start=False)
+            self._mark("stop_previous")
             self._stop_previous("deploy_container")
             with translate(f"start {self.container.name}"):
                 self.container.start()
+            self._mark("health_check")
             self._gate()
             self._promote()
         except BaseException as exc:
@@ -132,6 +143,12 @@ class Swap:
                     exc.args = (exc.message,)
             raise
         self._cleanup(drain=False)
+        self._mark("done")
+
+    def _mark(self, phase, **fields):
+        """Durable phase record for restart recovery (docs/operations.md "Restart recovery")."""
+        if self.journal is not None:
+            self.journal.phase(phase, **fields)
 
     # -- steps --------------------------------------------------------------------------
 
@@ -143,6 +160,8 @@ class Swap:
         with translate(f"create {name}"):
             self.container = self.docker.client.containers.create(self.release.image, name=name,
                                                                   **self._create_options())
+            if self.journal is not None:
+                self.journal.update(candidate_id=self.container.id)
             if start:
                 self.container.start()
         self.steps.finish("deploy_container", metadata=self._metadata())
@@ -193,6 +212,7 @@ class Swap:
         if self.ctx is not None:
             self.ctx.check()
             self.ctx.point_of_no_return()
+        self._mark("switch_traffic")
         self.progress("switch_traffic", f"switching traffic to {final}")
         self.steps.start("switch_traffic", f"Switch traffic to {final}", log_type="deploy")
         with translate(f"rename {self.container.name}"):
@@ -220,6 +240,7 @@ class Swap:
     def _cleanup(self, drain):
         self.progress("cleanup", "removing the previous container")
         self.steps.start("cleanup", "Remove the previous container", log_type="deploy")
+        self._mark("cleanup")
         if self.previous is not None:
             if drain and self.release.drain_seconds:
                 self.say("cleanup", f"draining {self.previous.name} for {self.release.drain_seconds:g}s")

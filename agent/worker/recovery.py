@@ -1,0 +1,181 @@
+"""Restart recovery of interrupted operations that change what runs (docs/operations.md
+"Restart recovery", issue 16 item 7).
+
+At start-up :class:`Recovery` merges the previous process's ``operations.json`` into the
+phase records of ``STATE_DIR/recovery/`` (agent/services/interrupted.py), so that a second
+crash during recovery loses nothing. Once the services run, each record becomes an agent
+operation of its service (serialised like a call: the next deploy of that service waits
+behind it). It acts by the recorded phase, emits the terminal status events of the
+operation and of its service, answers the interrupted call ``internal`` with a message that
+names the version that serves or the safety backup that holds the previous data, and only
+then removes the record.
+"""
+
+import dataclasses
+import time
+
+import gevent
+
+from agent import log
+from agent.errors import AgentError
+from agent.handlers.registry import Command, OperationSpec
+from agent.protocol import envelope
+from agent.services import interrupted
+
+_log = log.get("recovery")
+RESTARTED = "agent restarted during operation"
+KINDS = ("deploy", "rollback", "restore", "database_deploy", "install")
+ATTEMPTS, RETRY_WAIT = 4, 5.0       # Docker may still be starting with the host
+COMMAND = "agent.restart_recovery"
+SPEC = OperationSpec("recovery", lambda r: f"recovery:{r['operation_id']}", 3600, 3600,
+                     lock_key=lambda r: r["service_uid"], cancellable=False)
+
+
+@dataclasses.dataclass
+class Result:
+    """The terminal facts of one recovered operation."""
+    service_status: str              # update_service_status: running / failed
+    message: str                     # what was done and what serves (or holds the data)
+    details: dict = dataclasses.field(default_factory=dict)
+    events: list = dataclasses.field(default_factory=list)   # [(event, data)] of the operation
+
+
+class Recovery:
+    def __init__(self, state_dir, operations):
+        self.state_dir = state_dir
+        self.pending = _merge(state_dir, interrupted.load_all(state_dir), operations)
+
+    def handles(self, operation):
+        """True when ``operation`` (a record of operations.json) is recovered here."""
+        return any(r["operation_id"] == operation.get("operation_id") for r in self.pending)
+
+    def owns_call(self, call_id):
+        return any(r.get("call_id") == call_id for r in self.pending)
+
+    def start(self, dispatcher, answer):
+        """Submit one recovery operation per record; ``answer(call_id, frame)`` delivers."""
+        from agent.worker.operations import Job   # the dispatcher's own job type
+        for record in self.pending:
+            command = Command(COMMAND, lambda ctx, req: self._run(ctx, req, answer), operation=SPEC)
+            message = envelope.Message(type="event", event=COMMAND, data=record)
+            dispatcher.submit(Job(message, command, record, SPEC.default_timeout(record), SPEC))
+        self.pending = []
+
+    def _run(self, ctx, record, answer):
+        ctx.point_of_no_return()
+        result = None
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                result = recover(ctx.services, record)
+                break
+            except AgentError as exc:
+                _log.warning("recovery of %s, attempt %d: %s", record["operation_id"], attempt, exc.message)
+                result = Result("failed", f"restart recovery could not act ({exc.message}): check the service",
+                                {"recovery": "failed"}, _operation_events(record, "failed", exc.message))
+                if attempt < ATTEMPTS:
+                    gevent.sleep(RETRY_WAIT)
+        _log.info("recovered %s of %s: %s", record["operation_id"], record["service_uid"], result.message)
+        report(ctx.emit, record, result)
+        if record.get("call_id"):
+            error = AgentError("internal", f"{RESTARTED}; {result.message}", **result.details)
+            answer(record["call_id"], envelope.error_response(record["call_id"], error, record["operation_id"]))
+        interrupted.remove(self.state_dir, record["operation_id"])
+        return {}
+
+
+def _merge(state_dir, records, operations):
+    """Phase records plus a record for every recoverable operation of operations.json."""
+    by_id = {r["operation_id"]: r for r in records}
+    for operation in operations:
+        if not _valid(operation):
+            continue
+        record = by_id.setdefault(operation["operation_id"], {
+            "kind": operation["kind"], "operation_id": operation["operation_id"],
+            "service_uid": operation["service_uid"], "phase": None})
+        for key in ("call_id", "deployment_uid"):
+            if isinstance(operation.get(key), str) and not record.get(key):
+                record[key] = operation[key]
+        interrupted.write(state_dir, record)    # durable before the old record is gone
+    return [r for r in by_id.values() if r["kind"] in KINDS and _clean(r["service_uid"])]
+
+
+def _valid(operation):
+    return (isinstance(operation, dict) and operation.get("kind") in KINDS
+            and isinstance(operation.get("operation_id"), str) and _clean(operation.get("service_uid")))
+
+
+def _clean(value):
+    return isinstance(value, str) and 0 < len(value) <= 200 and value.isprintable() and "/" not in value
+
+
+def recover(services, record):
+    """Act on one record by its kind; returns a Result. Raises AgentError (Docker...)."""
+    kind = record["kind"]
+    if kind in ("deploy", "rollback"):
+        return _swap(services, record)
+    if kind == "restore":
+        from agent.services.database import restore
+        status, message, details = restore.recover(services.docker, record)
+        events = _safety_backup_event(record)
+        return Result(status, message, dict(details, recovery=status), events)
+    if kind == "database_deploy":
+        container = services.docker.database_container(record["service_uid"])
+        running = container is not None and (container.attrs.get("State") or {}).get("Status") == "running"
+        state = f"{container.name} runs" if running else "the database container does not run"
+        return Result("running" if running else "failed", f"database deploy interrupted; {state}",
+                      {"recovery": "running" if running else "failed"})
+    return Result("failed", "service.app.install interrupted: its build plan may be missing, run it again",
+                  {"recovery": "failed"})
+
+
+def _swap(services, record):
+    outcome = services.deploy.recover(record)
+    message = outcome.summary()
+    details = {"recovery": outcome.status, "serving_container": outcome.serving, "phase": outcome.phase,
+               "actions": outcome.actions}
+    status = "running" if outcome.serving else "failed"
+    return Result(status, message, details, _operation_events(record, outcome.status, message, outcome.serving))
+
+
+def _operation_events(record, status, message, serving=None):
+    stamp = int(time.time())
+    if record["kind"] == "deploy" and record.get("deployment_uid"):
+        data = {"deployment_uid": record["deployment_uid"], "service_uid": record["service_uid"],
+                "status": status, "timestamp": stamp}
+        if status == "completed":
+            data.update(message=f"{RESTARTED}; {message}", container_name=serving,
+                        deployment_version=record.get("version"))
+        else:
+            data.update(error=f"{RESTARTED}; {message}", code="internal")
+        return [("update_deployment_status", {k: v for k, v in data.items() if v is not None})]
+    if record["kind"] == "rollback":
+        data = {"service_uid": record["service_uid"], "status": "running" if status == "completed" else "failed",
+                "message": f"{RESTARTED}; {message}", "timestamp": stamp,
+                "rolled_back_to": record.get("rolled_back_to")}
+        if data["status"] == "failed":
+            data["code"] = "internal"
+        return [("rollback_status_update", {k: v for k, v in data.items() if v is not None})]
+    return []
+
+
+def _safety_backup_event(record):
+    """A restore killed while taking its safety backup: that backup failed (its partial
+    file was removed at start-up)."""
+    if record.get("phase") != "safety_backup" or not record.get("safety_backup_uid"):
+        return []
+    return [("backup_status_update", {"backup_uid": record["safety_backup_uid"], "service_uid": record["service_uid"],
+                                      "status": "failed", "backup_type": "pre_restore",
+                                      "error_message": RESTARTED, "error_code": "internal"})]
+
+
+def report(emit, record, result):
+    """The operation's terminal events, then the service's status."""
+    for event, data in result.events:
+        emit(event, data)
+    data = {"service_uid": record["service_uid"], "status": result.service_status, "timestamp": _rfc3339()}
+    data["message" if result.service_status == "running" else "error"] = f"{RESTARTED}; {result.message}"
+    emit("update_service_status", data)
+
+
+def _rfc3339():
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
