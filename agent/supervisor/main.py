@@ -44,6 +44,10 @@ class Supervisor:
     def stop(self):
         sdnotify.notify("STOPPING=1")
         self.server.stop(timeout=self.cfg.graceful_timeout)
+        status = self.host.package_runner().status()
+        if status["running"]:   # never killed from here (docs/operations.md, package updates)
+            _log.warning("stopping while package run %s (pid %s) is running: it is left to finish",
+                         status["run"]["run_id"], status["run"]["pid"])
 
 
 def _lookup_user(seam, name):

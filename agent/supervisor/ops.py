@@ -12,19 +12,18 @@ An op function is ``func(call, args) -> dict`` and raises AgentError.
 import os
 import stat
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from typing import Callable
-
-import gevent
 
 from marshmallow import ValidationError, validate, validates_schema
 
 from agent import log
 from agent.errors import AgentError
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictString
-from agent.supervisor import sshkeys, update
+from agent.supervisor import packages, sshkeys, update
 
 _log = log.get("supervisor.ops")
 DAY = 86400.0
@@ -48,6 +47,14 @@ class Host:
     roots: Roots = field(default_factory=Roots)
     restart_worker: Callable = None     # set in `run` mode: restart the child instead of the unit
     worker_status: dict = field(default_factory=dict)
+    package_deadline: float = packages.DEADLINE
+    _packages: object = field(default=None, repr=False)
+
+    def package_runner(self):
+        """The one PackageRunner (made on first use, with the seam in place then)."""
+        if self._packages is None:
+            self._packages = packages.PackageRunner(self.seam, self.package_deadline)
+        return self._packages
 
 
 class Call:
@@ -104,14 +111,31 @@ UPDATE_STEPS = {
 
 
 def update_packages(call, args):
+    """Start (or join) the background run; wait for it at most the caller's timeout.
+
+    The run's life is its own (packages.DEADLINE): when the wait ends first the
+    reply is deadline_exceeded and the run goes on (issue 17).
+    """
     manager = next((name for name in UPDATE_STEPS if call.seam.which(name)), None)
     if manager is None:
         raise AgentError("failed_precondition", "no supported package manager (apt-get, dnf, yum, pacman)")
+    path = call.seam.which(manager)
+    steps = [[path, *argv[1:]] for argv in UPDATE_STEPS[manager]]
     env = {"DEBIAN_FRONTEND": "noninteractive"} if manager == "apt-get" else None
-    output = ""
-    for argv in UPDATE_STEPS[manager]:
-        output = _run(call, argv, env=env).stdout_tail
-    return {"manager": manager, "output": output}
+    run = call.host.package_runner().start(manager, steps, env)
+    if not run.done.wait(_wait_seconds(call.timeout)):
+        raise AgentError("deadline_exceeded", f"{manager} is still running in the supervisor (run {run.id}); "
+                         "it is not stopped: system.package_status reports its outcome", run_id=run.id)
+    return run.result()
+
+
+def _wait_seconds(timeout):
+    # answer a little before the caller gives up, so that it reads why
+    return max(0.0, timeout - min(1.0, timeout / 10))
+
+
+def package_status(call, args):
+    return call.host.package_runner().status()
 
 
 class RestartArgs(RequestSchema):
@@ -156,8 +180,13 @@ def remove_old_files(seam, root, older_than, age_of, pattern="*", exclude=()):
 
 
 def _off_the_hub(func, *args, **kwargs):
-    # a walk of a large /var/log or /tmp is blocking file I/O: keep the IPC server
-    # and the arbiter responsive by running it in gevent's thread pool
+    # a walk of a large /var/log or /tmp is blocking file I/O. Without gevent (the
+    # `supervisor` role) each request has its own thread already; under gevent (`run`
+    # mode) keep the IPC server and the arbiter responsive with gevent's thread pool.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is None or not monkey.is_module_patched("threading"):
+        return func(*args, **kwargs)
+    import gevent
     return gevent.get_hub().threadpool.apply(func, args, kwargs)
 
 
@@ -293,6 +322,7 @@ OPS = {
     "system.reboot": Op(NoArgs, reboot, (2, 60.0), 60.0),
     "system.shutdown": Op(NoArgs, shutdown, (2, 60.0), 60.0),
     "system.update_packages": Op(NoArgs, update_packages, (4, 3600.0), 3600.0),
+    "system.package_status": Op(NoArgs, package_status, (120, 60.0), 5.0),
     "service.restart": Op(RestartArgs, restart_service, (10, 60.0), 120.0),
     "disk.cleanup_logs": Op(NoArgs, cleanup_logs, (6, 60.0), 600.0),
     "disk.cleanup_temp": Op(NoArgs, cleanup_temp, (6, 60.0), 600.0),

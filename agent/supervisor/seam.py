@@ -13,9 +13,8 @@ import grp
 import os
 import pwd
 import shutil
+import subprocess  # cooperative under gevent's patches (`run` mode), plain threads otherwise
 from dataclasses import dataclass
-
-import gevent.subprocess as subprocess
 
 # decisions 12: children get a minimal environment, never the agent's secrets.
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
@@ -44,6 +43,11 @@ class HostSeam:
         done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True,
                               timeout=timeout, env={**BASE_ENV, **(env or {})}, close_fds=True)
         return RunResult(done.returncode, _tail(done.stdout), _tail(done.stderr))
+
+    def start(self, argv, env=None, stdout=None, stderr=None):
+        """Start argv (never a shell) in its own session, output to the given files; the Popen."""
+        return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
+                                env={**BASE_ENV, **(env or {})}, close_fds=True, start_new_session=True)
 
     def spawn_detached(self, argv):
         """Start argv in its own session, not waited for (the packaged uninstall)."""

@@ -1,6 +1,7 @@
 """The allow-listed ops through the recording seam (decisions 16, 41)."""
 
 import os
+import signal
 import time
 
 import pytest
@@ -37,19 +38,19 @@ def test_missing_program_is_failed_precondition(dispatcher, seam):
 
 def test_update_packages_apt(dispatcher, seam):
     reply, _ = dispatcher.handle(request("system.update_packages"))
-    assert reply["result"]["manager"] == "apt-get"
+    assert reply["result"]["manager"] == "apt-get" and reply["result"]["output"] == "ok\n"
     assert seam.argvs == [
-        ["apt-get", "-q", "update"],
-        ["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef", "-o",
+        ["/usr/bin/apt-get", "-q", "update"],
+        ["/usr/bin/apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef", "-o",
          "Dpkg::Options::=--force-confold", "upgrade"],
     ]
     assert all(env == {"DEBIAN_FRONTEND": "noninteractive"} for _, env, _ in seam.runs)
 
 
 @pytest.mark.parametrize("present,argvs", [
-    ({"dnf", "yum"}, [["dnf", "-y", "makecache"], ["dnf", "-y", "upgrade"]]),
-    ({"yum"}, [["yum", "-y", "makecache"], ["yum", "-y", "update"]]),
-    ({"pacman"}, [["pacman", "-Syu", "--noconfirm"]]),
+    ({"dnf", "yum"}, [["/usr/bin/dnf", "-y", "makecache"], ["/usr/bin/dnf", "-y", "upgrade"]]),
+    ({"yum"}, [["/usr/bin/yum", "-y", "makecache"], ["/usr/bin/yum", "-y", "update"]]),
+    ({"pacman"}, [["/usr/bin/pacman", "-Syu", "--noconfirm"]]),
 ])
 def test_update_packages_other_managers(dispatcher, seam, present, argvs):
     seam.present = present
@@ -66,15 +67,84 @@ def test_update_packages_none(dispatcher, seam):
 def test_update_stops_at_first_failure(dispatcher, seam):
     seam.results["apt-get"] = RunResult(100, "", "E: Could not get lock")
     reply, _ = dispatcher.handle(request("system.update_packages"))
+    assert reply["error"]["reason"] == "command_failed"
     assert reply["error"]["exit_code"] == 100 and len(seam.runs) == 1
+    assert "Could not get lock" in reply["error"]["stderr_tail"]
 
 
-def test_request_timeout_bounds_the_run(dispatcher, seam):
-    dispatcher.handle(request("system.update_packages", timeout=7))
-    assert {timeout for _, _, timeout in seam.runs} == {7}
-    seam.runs.clear()
-    dispatcher.handle(request("system.update_packages", rid="r2", timeout=10 ** 9))
-    assert {timeout for _, _, timeout in seam.runs} == {3600.0}
+def test_missing_manager_binary_ends_the_run(dispatcher, host, seam):
+    seam.results["apt-get"] = FileNotFoundError(2, "No such file or directory")
+    reply, _ = dispatcher.handle(request("system.update_packages"))
+    assert reply["error"]["reason"] == "failed_precondition"
+    assert host.package_runner().status()["run"]["state"] == "error"
+
+
+def wait_until(predicate, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def status(dispatcher, rid="s1"):
+    reply, _ = dispatcher.handle(request("system.package_status", rid=rid))
+    assert reply["ok"], reply
+    return reply["result"]
+
+
+def test_status_without_a_run(dispatcher):
+    assert status(dispatcher) == {"running": False, "run": None}
+
+
+def test_wait_expires_but_the_run_goes_on(dispatcher, seam):
+    seam.hold = True
+    reply, _ = dispatcher.handle(request("system.update_packages", timeout=0.5))
+    assert reply["error"]["reason"] == "deadline_exceeded"
+    assert "still running" in reply["error"]["message"] and reply["error"]["run_id"]
+    assert seam.killed == [] and seam.procs[0].returncode is None
+    now = status(dispatcher)
+    assert now["running"] and now["run"]["state"] == "running" and now["run"]["pid"] == seam.procs[0].pid
+    assert now["run"]["run_id"] == reply["error"]["run_id"]
+    seam.hold = False
+    seam.procs[0].release.set()
+    wait_until(lambda: not status(dispatcher)["running"])
+    done = status(dispatcher)["run"]
+    assert done["state"] == "succeeded" and done["exit_code"] == 0 and len(seam.runs) == 2
+    assert seam.killed == []
+
+
+def test_a_request_during_a_run_joins_it(dispatcher, seam):
+    seam.hold = True
+    first, _ = dispatcher.handle(request("system.update_packages", timeout=0.2))
+    second, _ = dispatcher.handle(request("system.update_packages", rid="r2", timeout=0.2))
+    assert first["error"]["run_id"] == second["error"]["run_id"]
+    assert len(seam.procs) == 1                    # one apt-get, not two
+    seam.hold = False
+    seam.procs[0].release.set()
+    third, _ = dispatcher.handle(request("system.update_packages", rid="r3", timeout=30))
+    assert third["ok"] and third["result"]["run_id"] == first["error"]["run_id"]
+
+
+def test_the_run_deadline_sends_sigterm_never_sigkill(host, seam, caplog):
+    host.package_deadline = 0.3
+    seam.hold = True
+    reply, _ = OpDispatcher(host).handle(request("system.update_packages", timeout=30))
+    assert reply["error"]["reason"] == "deadline_exceeded" and "SIGTERM" in reply["error"]["message"]
+    assert seam.killed == [(seam.procs[0].pid, signal.SIGTERM)]
+    run = host.package_runner().status()["run"]
+    assert run["state"] == "terminated" and run["exit_code"] == -signal.SIGTERM
+    assert len(seam.procs) == 1                    # the upgrade step never started
+    assert any(getattr(r, "state", None) == "terminated" for r in caplog.records)
+
+
+def test_the_wait_is_the_callers_timeout_capped_by_the_op(dispatcher, seam):
+    seam.hold = True
+    started = time.monotonic()
+    reply, _ = dispatcher.handle(request("system.update_packages", timeout=1.0))
+    assert reply["error"]["reason"] == "deadline_exceeded"
+    assert time.monotonic() - started < 10     # answered before the caller's 1 s wait ends, not 3600 s
+    seam.hold = False
+    seam.procs[0].release.set()
 
 
 def test_restart_docker(dispatcher, seam):
