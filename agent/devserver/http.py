@@ -17,10 +17,10 @@ log = logging.getLogger(__name__)
 RECV_SIZE = 65536
 MAX_HEADER_BYTES = 64 * 1024
 MAX_JSON_BODY = 4 * 1024 * 1024
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized",
+REASONS = {200: "OK", 201: "Created", 303: "See Other", 400: "Bad Request", 401: "Unauthorized",
            403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-           413: "Payload Too Large", 422: "Unprocessable Entity", 500: "Internal Server Error",
-           504: "Gateway Timeout"}
+           413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+           500: "Internal Server Error", 502: "Bad Gateway", 504: "Gateway Timeout"}
 
 
 class HttpError(Exception):

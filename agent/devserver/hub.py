@@ -60,6 +60,7 @@ class AgentState:
         self.conn = None            # the authenticated connection (session.AgentConnection)
         self.version = None
         self.authenticated_at = None
+        self.last_seen = None       # time of the last frame or disconnect (the console)
         self.hardware_info = None
         self.frames = collections.deque(maxlen=MAX_FRAMES)
         self.pending = {}           # call_id -> AsyncResult
@@ -72,6 +73,7 @@ class AgentState:
     def summary(self):
         return {"server_uid": self.server_uid, "connected": self.conn is not None,
                 "authenticated_at": self.authenticated_at, "version": self.version,
+                "last_seen": self.last_seen,
                 "hardware_info": self.hardware_info,
                 "duplicate_responses": self.duplicate_responses,
                 "unexpected_responses": self.unexpected_responses,
@@ -101,7 +103,7 @@ class Hub:
         st = self.state(server_uid)
         old, st.conn = st.conn, conn
         st.version = version
-        st.authenticated_at = time.time()
+        st.authenticated_at = st.last_seen = time.time()
         if old is not None and old is not conn:
             log.info("agent %s reconnected; closing its previous connection", server_uid)
             old.close(1000, "replaced by a newer connection")
@@ -111,6 +113,7 @@ class Hub:
         st = self.state(server_uid)
         if st.conn is conn:
             st.conn = None
+            st.last_seen = time.time()
             self.publish(st, "disconnected",
                          {"type": "disconnected", "data": {"server_uid": server_uid}})
 
@@ -163,6 +166,7 @@ class Hub:
     def on_frame(self, st, frame):
         """Record a frame from an authenticated agent and publish it to subscribers."""
         st.frames.append(frame)
+        st.last_seen = time.time()
         kind = frame.get("type")
         if kind == "response":
             self._on_response(st, frame)

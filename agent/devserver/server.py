@@ -17,6 +17,7 @@ from gevent import ssl
 
 from agent.devserver.api import Api
 from agent.devserver.ca import CertificateAuthority
+from agent.devserver.console import Console, is_console_path
 from agent.devserver.http import HttpConnection
 from agent.devserver.hub import ANSWERABLE, CallTimeout, Hub, NotConnected
 from agent.devserver.session import AgentConnection, AgentSession
@@ -59,6 +60,7 @@ class DevServer:
         self.hub = Hub()
         self.admin_token = self._admin_token()
         self._api = Api(self)
+        self.console = Console(self)
         self._group = gevent.pool.Pool(MAX_CONNECTIONS)
         self._server = None
 
@@ -102,6 +104,7 @@ class DevServer:
                 st.conn.close(1001, "server shutting down")
         self._server.stop(timeout=timeout)
         self._server = None
+        self.console.close()
 
     def serve_forever(self):
         self._server.serve_forever()
@@ -126,11 +129,15 @@ class DevServer:
             return
         try:
             tls.settimeout(self.idle_timeout)
-            HttpConnection(tls, self._api.handle, self._upgrade).serve()
+            HttpConnection(tls, self._route, self._upgrade).serve()
         except Exception:  # a connection's entry point: log, never take the server down
             log.exception("connection from %s failed", address[0])
         finally:
             tls.close()
+
+    def _route(self, req):
+        """The web console (docs/devserver.md, "Web console") or the HTTP API."""
+        return (self.console if is_console_path(req.path) else self._api).handle(req)
 
     def _upgrade(self, req, sock, trailing):
         if req.path != WS_PATH:
