@@ -2,10 +2,10 @@
 
 ``docker compose`` (v2) when it answers, else Debian's ``docker-compose`` (v1, 1.29): v1 has
 no ``--wait`` (ENVIRONMENT.md), so after ``up -d`` the agent polls state and health through
-the SDK. Safety is an allow-list checked on the merged configuration that ``compose config``
-prints: bind sources must lie inside the clone (named volumes are fine), and ``privileged``,
-``devices``, ``cap_add``, ``security_opt`` and host ``userns_mode``/``pid``/``ipc``/
-``network_mode`` are refused unless ``PULSEUP_COMPOSE_ALLOW_PRIVILEGED``.
+the SDK. Safety is the allow-list of ``compose_policy`` (docs/compose.md), checked on the files
+as written and on the merged configuration that ``compose config`` prints, unless
+``PULSEUP_COMPOSE_ALLOW_PRIVILEGED``. Values the agent writes into its override file have their
+``$`` escaped, so compose passes them on verbatim.
 
 Use from the deploy pipeline::
 
@@ -34,13 +34,18 @@ import gevent.pool
 
 from agent import log
 from agent.errors import AgentError, invalid
+from agent.services import compose_policy
 from agent.services.docker import COMPOSE_PROJECT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID
 from agent.services.docker import health_of, state_of, translate
 
 AUTO_OVERRIDES = ("docker-compose.override.yml", "docker-compose.override.yaml",
                   "compose.override.yml", "compose.override.yaml")
-_REFUSED_KEYS = ("privileged", "devices", "cap_add", "security_opt")
-_HOST_MODES = ("userns_mode", "pid", "ipc", "network_mode")
+# Variables compose v1 reads from the environment *and* from the project's ``.env`` (the
+# environment wins): pinned so that a ``.env`` in the repository cannot point compose at
+# another engine, at TLS files, or at other compose files.
+PINNED_ENV = {"DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": "", "DOCKER_CONTEXT": "",
+              "COMPOSE_FILE": "", "COMPOSE_PROJECT_NAME": "", "COMPOSE_PARAMIKO_SSH": "0"}
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 _log = log.get("compose")
 
 
@@ -64,7 +69,7 @@ class ComposePlan:
 def project_name(service_uid, requested=None):
     """commands.md 1.4: the requested name, else ``pulseup-<uid>``; lowercased, '.' -> '-'."""
     name = (requested or f"pulseup-{service_uid}").lower().replace(".", "-")
-    if not re.match(r"^[a-z0-9][a-z0-9_-]*$", name):
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
         raise invalid("docker_compose_project_name", "must be letters, digits, '_' and '-'")
     return name
 
@@ -80,8 +85,8 @@ class ComposeService:
         self._argv = None
 
     def environment(self):
-        """decisions 12: a minimal environment without agent secrets, plus DOCKER_HOST."""
-        return child_environment(DOCKER_HOST=self.cfg.docker_host)
+        """A minimal environment without agent secrets, plus DOCKER_HOST and PINNED_ENV."""
+        return child_environment(DOCKER_HOST=self.cfg.docker_host or DEFAULT_DOCKER_HOST, **PINNED_ENV)
 
     def command(self):
         """(argv prefix, major version); failed_precondition when neither compose exists."""
@@ -110,10 +115,11 @@ class ComposeService:
                           for n in dict.fromkeys(names)
                           if os.path.lexists(os.path.join(os.path.dirname(main), n))]
         plan = ComposePlan(project_name(service_uid, project), workdir, files, [])
+        self.check_files(plan, root)
         plan.config = self._config(plan)
         plan.services = sorted((plan.config.get("services") or {}).keys())
         plan.version = _file_version(main)
-        self.validate(plan.config, root)
+        self.validate(plan.config, root, workdir=os.path.dirname(main), project=plan.project)
         selected = [selected] if isinstance(selected, str) else list(selected or ())
         _select(plan, selected, mode, needs_target)
         return plan
@@ -130,26 +136,22 @@ class ComposeService:
             raise AgentError("command_failed", f"compose config printed invalid YAML: {exc}") from exc
         return config if isinstance(config, dict) else {}
 
-    def validate(self, config, clone_dir):
-        """The allow-list of decisions 27 on a merged config; raises failed_precondition."""
+    def check_files(self, plan, root):
+        """The policy on the files as written, before ``compose config`` reads any other
+        file; the ``.env`` files compose reads must resolve inside the clone too."""
         if self.cfg.pulseup_compose_allow_privileged:
             return
-        root = os.path.realpath(clone_dir)
-        for name, service in sorted((config.get("services") or {}).items()):
-            service = service or {}
-            for key in _REFUSED_KEYS:
-                if service.get(key):
-                    _refuse(name, f"'{key}' is not allowed")
-            for key in _HOST_MODES:
-                if str(service.get(key) or "").lower() == "host":
-                    _refuse(name, f"'{key}: host' is not allowed")
-            for source in _bind_sources(service.get("volumes") or ()):
-                if not _is_inside(root, source):
-                    _refuse(name, f"bind mount of {source} outside the repository")
-        for name, volume in sorted((config.get("volumes") or {}).items()):
-            device = ((volume or {}).get("driver_opts") or {}).get("device")
-            if device and not _is_inside(root, device):
-                _refuse(name, f"volume device {device} outside the repository")
+        scope = compose_policy.Scope(root, plan.workdir)
+        for directory in dict.fromkeys((plan.workdir, os.path.dirname(plan.files[0]))):
+            if os.path.lexists(os.path.join(directory, ".env")):
+                scope.path(".env", os.path.join(directory, ".env"))
+        compose_policy.check_raw(plan.files, root, plan.project)
+
+    def validate(self, config, clone_dir, workdir=None, project=""):
+        """The policy (docs/compose.md) on a merged config; raises failed_precondition."""
+        if self.cfg.pulseup_compose_allow_privileged:
+            return
+        compose_policy.check_resolved(config, clone_dir, workdir, project)
 
     def write_override(self, plan, service_uid, deployment_uid, port_mappings=(), env=None):
         """The agent's override file (0600, outside the repository); returns its path.
@@ -157,10 +159,10 @@ class ComposeService:
         services = {}
         for name in plan.services:
             spec = plan.config["services"].get(name) or {}
-            entry = {"labels": {MANAGED: "true", SERVICE_UID: service_uid,
-                                DEPLOYMENT_UID: deployment_uid}}
+            entry = {"labels": {MANAGED: "true", SERVICE_UID: escape(service_uid),
+                                DEPLOYMENT_UID: escape(deployment_uid)}}
             if env:
-                entry["environment"] = dict(env)
+                entry["environment"] = {k: escape(v) for k, v in env.items()}
             if "network_mode" not in spec:
                 networks = {} if spec.get("networks") else {"default": None}
                 networks[NETWORK] = {"aliases": [plan.alias]} if name == plan.target else None
@@ -240,6 +242,12 @@ class ComposeService:
             gevent.sleep(1.0)
 
 
+def escape(value):
+    """``$`` doubled: compose interpolates every value of every file it reads, so
+    ``a$b`` would arrive as ``a`` (issue 17 item 5); ``$$`` is its literal ``$``."""
+    return value.replace("$", "$$") if isinstance(value, str) else value
+
+
 def inside(root, path, field_name):
     """``path`` resolved (symlinks included); invalid_argument when it leaves ``root``."""
     resolved = os.path.realpath(path)
@@ -251,25 +259,6 @@ def inside(root, path, field_name):
 def _is_inside(root, path):
     resolved = os.path.realpath(path)
     return resolved == root or resolved.startswith(root.rstrip("/") + "/")
-
-
-def _bind_sources(volumes):
-    """Host paths of bind mounts in short (``src:dst[:mode]``) or long syntax."""
-    for volume in volumes:
-        if isinstance(volume, dict):
-            source = str(volume.get("source") or "")
-            kind = volume.get("type") or ("bind" if source.startswith(("/", ".")) else "volume")
-            if kind == "bind":
-                yield source
-        elif isinstance(volume, str) and ":" in volume:
-            source = volume.split(":", 1)[0]
-            if source.startswith(("/", ".", "~")):
-                yield os.path.expanduser(source)
-
-
-def _refuse(name, reason):
-    raise AgentError("failed_precondition", f"compose service {name}: {reason} "
-                     "(set PULSEUP_COMPOSE_ALLOW_PRIVILEGED=true to allow)")
 
 
 def _select(plan, selected, mode, needs_target):

@@ -1,0 +1,455 @@
+"""The compose safety policy: an allow-list of keys, and every field that can reach the host checked.
+
+docs/compose.md is the table of keys and the reasons. Two passes, both before anything runs:
+
+* :func:`check_raw` on the files as written (after YAML anchors and merge keys, which
+  ``yaml.safe_load`` resolves exactly as compose v1 does) *before* ``compose config`` reads any
+  other file: the key allow-list, and the fields that the resolved document no longer shows
+  (``env_file``, ``label_file``, ``extends.file``, ``include``), followed through ``extends``.
+* :func:`check_resolved` on what ``compose config`` prints (interpolation, ``.env``, overrides
+  and ``extends`` applied): the key allow-list again and every path, device, container and
+  namespace field.
+
+Every refusal is ``failed_precondition`` naming the key. Host paths must resolve (symlinks
+included) inside the clone and never to or under a ``.git`` directory.
+"""
+
+import os
+
+from agent.errors import AgentError
+
+ACCEPTED, CHECKED, REFUSED = "accepted", "checked", "refused"
+POLICY_ENV = "PULSEUP_COMPOSE_ALLOW_PRIVILEGED"
+PROXY_NETWORK = "pulseup-net"
+
+TOP_LEVEL = {
+    "version": ACCEPTED, "name": ACCEPTED, "services": CHECKED, "networks": CHECKED,
+    "volumes": CHECKED, "secrets": CHECKED, "configs": CHECKED, "include": CHECKED,
+}
+
+SERVICE = dict.fromkeys((
+    "annotations", "attach", "cap_drop", "command", "container_name", "cpu_count", "cpu_percent",
+    "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset",
+    "depends_on", "develop", "dns", "dns_opt", "dns_search", "domainname", "entrypoint",
+    "environment", "expose", "extra_hosts", "group_add", "healthcheck", "hostname", "image", "init",
+    "isolation", "labels", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness",
+    "memswap_limit", "networks", "oom_kill_disable", "oom_score_adj", "pids_limit", "platform",
+    "ports", "profiles", "pull_policy", "read_only", "restart", "scale", "shm_size", "stdin_open",
+    "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "user",
+    "working_dir", "secrets", "configs",
+), ACCEPTED)
+SERVICE.update(dict.fromkeys((
+    "build", "volumes", "volumes_from", "env_file", "label_file", "extends", "links", "network_mode",
+    "pid", "ipc", "uts", "userns_mode", "cgroup", "security_opt", "logging", "blkio_config", "deploy",
+    "post_start", "pre_stop", "runtime", "volume_driver", "privileged",
+), CHECKED))
+SERVICE.update(dict.fromkeys((
+    "cap_add", "cgroup_parent", "credential_spec", "device_cgroup_rules", "devices",
+    "external_links", "gpus",
+), REFUSED))
+
+BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "labels", "target", "shm_size",
+              "extra_hosts", "isolation", "no_cache", "pull", "platforms", "tags", "ulimits",
+              "secrets", "cache_from", "cache_to", "network", "additional_contexts", "ssh"}
+VOLUME_KEYS = {"driver", "driver_opts", "external", "labels", "name"}
+NETWORK_KEYS = {"driver", "external", "labels", "name", "ipam", "internal", "attachable", "enable_ipv6"}
+FILE_OBJECT_KEYS = {"file", "environment", "content", "name"}
+SAFE_SECURITY_OPTS = {"no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"}
+LOG_DRIVERS = {"json-file", "local", "none", "journald"}
+PRIVATE_PROPAGATION = {"private", "rprivate"}
+PROPAGATION_MODES = {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
+NAMESPACE_MODES = {  # key -> values accepted besides "service:<a service of this project>"
+    "network_mode": {"", "bridge", "none", "default"},
+    "pid": {""}, "ipc": {"", "private", "shareable", "none"}, "uts": {""}, "userns_mode": {""},
+    "cgroup": {"", "private"},
+}
+
+
+def refuse(where, reason):
+    """The one refusal of this policy: failed_precondition naming the key."""
+    raise AgentError("failed_precondition", f"compose {where}: {reason} "
+                     f"(set {POLICY_ENV}=true to allow)")
+
+
+class Scope:
+    """What a check needs: the clone, the directory relative paths start from, the project's
+    name and its service names."""
+
+    def __init__(self, root, base, project="", services=(), raw=False):
+        self.root = os.path.realpath(root)
+        self.base = base
+        self.project = project
+        self.services = set(services)
+        self.raw = raw   # raw file text: interpolation still to come, so `$` is refused in paths
+
+    def path(self, where, value, base=None):
+        """The resolved path of ``value``; refused outside the clone or to/under ``.git``."""
+        if not isinstance(value, str) or not value:
+            refuse(where, "must be a path inside the repository")
+        text = _literal(where, value, self.raw)
+        resolved = os.path.realpath(os.path.join(base or self.base, os.path.expanduser(text)))
+        if not (resolved == self.root or resolved.startswith(self.root.rstrip("/") + "/")):
+            refuse(where, f"{text} is outside the repository")
+        relative = os.path.relpath(resolved, self.root)
+        if any(part.lower() == ".git" for part in relative.split(os.sep)):
+            refuse(where, f"{text} is inside the repository's .git")
+        return resolved
+
+    def service(self, where, name):
+        if name not in self.services:
+            refuse(where, f"{name!r} is not a service of this project")
+
+
+def _literal(where, text, raw):
+    """``$$`` is compose's escaped ``$``; a lone ``$`` left in a path would be interpolated
+    later by compose, so the path seen here would not be the path used."""
+    if "$" in text.replace("$$", ""):
+        refuse(where, f"{text} uses interpolation, which is not allowed here" if raw
+               else f"{text} still holds an unresolved variable")
+    return text.replace("$$", "$")
+
+
+def mapping(where, value):
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        refuse(where, "must be a mapping")
+    return value
+
+
+def entries(value):
+    """A compose list-or-string field as a list."""
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, dict)) else list(value)
+
+
+def check_top_level(document):
+    for key in mapping("file", document):
+        if str(key).startswith("x-"):
+            continue
+        if TOP_LEVEL.get(key) is None:
+            refuse(f"top-level key {key!r}", "is not in the allowed list (docs/compose.md)")
+
+
+def check_service_keys(name, service):
+    for key, value in mapping(f"service {name}", service).items():
+        if str(key).startswith("x-"):
+            continue
+        verdict = SERVICE.get(key)
+        if verdict is None:
+            refuse(f"service {name}", f"key {key!r} is not in the allowed list (docs/compose.md)")
+        if verdict == REFUSED and value not in (None, False, "", [], {}):
+            refuse(f"service {name}", f"{key!r} is not allowed")
+
+
+def check_raw(files, root, project=""):
+    """Check the compose files as written, before compose reads any other file. Follows
+    ``extends.file`` (each file once). Raises failed_precondition."""
+    import yaml
+
+    queue, seen = [os.path.realpath(f) for f in files], set()
+    while queue:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        scope = Scope(root, os.path.dirname(path), project, raw=True)
+        try:
+            with open(scope.path("file", path), encoding="utf-8") as handle:
+                document = yaml.safe_load(handle)
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            refuse(f"file {os.path.basename(path)}", f"cannot be read as YAML ({type(exc).__name__})")
+        document = mapping(f"file {os.path.basename(path)}", document)
+        check_top_level(document)
+        _check_include(scope, document.get("include"))
+        for name, service in mapping("services", document.get("services")).items():
+            check_service_keys(name, service)
+            queue.extend(_raw_service_files(scope, name, service or {}))
+
+
+def _raw_service_files(scope, name, service):
+    """Checks the fields compose reads files from while resolving; returns extends files."""
+    where = f"service {name}"
+    if service.get("privileged") is True:
+        refuse(f"{where} privileged", "is not allowed")
+    for field in ("env_file", "label_file"):
+        for entry in entries(service.get(field)):
+            scope.path(f"{where} {field}", entry.get("path") if isinstance(entry, dict) else entry)
+    extends = service.get("extends")
+    if isinstance(extends, dict) and extends.get("file") is not None:
+        return [scope.path(f"{where} extends.file", extends["file"])]
+    return []
+
+
+def _check_include(scope, include):
+    for item in entries(include):
+        item = item if isinstance(item, dict) else {"path": item}
+        for key, value in item.items():
+            if key not in ("path", "env_file", "project_directory"):
+                refuse("include", f"key {key!r} is not allowed")
+            for path in entries(value):
+                if isinstance(path, str) and ("://" in path or path.startswith(("oci:", "git@"))):
+                    refuse(f"include {key}", f"remote {path} is not allowed")
+                scope.path(f"include {key}", path)
+
+
+def check_resolved(config, root, workdir=None, project=""):
+    """Check the merged document that ``compose config`` printed. Raises failed_precondition."""
+    document = mapping("file", config)
+    services = mapping("services", document.get("services"))
+    scope = Scope(root, workdir or root, project, services)
+    check_top_level(document)
+    _check_include(scope, document.get("include"))
+    for name, service in sorted(services.items()):
+        check_service_keys(name, service)
+        check_service(scope, name, service or {})
+    check_sections(scope, document)
+
+
+# -- service fields -----------------------------------------------------------------------
+
+def check_service(scope, name, service):
+    """The checked keys of one service of the resolved document."""
+    where = f"service {name}"
+    for key, check in _SERVICE_CHECKS.items():
+        value = service.get(key)
+        if value not in (None, "", [], {}):
+            check(scope, f"{where} {key}", value)
+    for key in NAMESPACE_MODES:
+        _check_namespace(scope, f"{where} {key}", key, service.get(key))
+
+
+def _check_privileged(scope, where, value):
+    if value is not False:
+        refuse(where, "is not allowed")
+
+
+def _check_volumes(scope, where, volumes):
+    for volume in entries(volumes):
+        if isinstance(volume, dict):
+            _check_long_volume(scope, where, volume)
+        elif isinstance(volume, str):
+            _check_short_volume(scope, where, volume)
+        else:
+            refuse(where, "each volume must be a string or a mapping")
+
+
+def _check_short_volume(scope, where, volume):
+    """``[source:]target[:mode]``; a source starting with ``/``, ``.`` or ``~`` is a host path
+    (compose's rule), anything else a named volume of the project."""
+    parts = volume.split(":")
+    if len(parts) == 1:
+        return
+    source, modes = parts[0], parts[2].split(",") if len(parts) > 2 else []
+    if source.startswith(("/", ".", "~")):
+        scope.path(where, source)
+    shared = [m for m in modes if m in PROPAGATION_MODES - PRIVATE_PROPAGATION]
+    if shared:
+        refuse(where, f"bind propagation {shared[0]!r} of {source} is not allowed")
+
+
+def _check_long_volume(scope, where, volume):
+    source = volume.get("source")
+    kind = volume.get("type") or ("bind" if str(source or "").startswith(("/", ".", "~")) else "volume")
+    if kind == "bind":
+        scope.path(where, source)
+        propagation = mapping(where, volume.get("bind")).get("propagation")
+        if propagation not in (None, "", *PRIVATE_PROPAGATION):
+            refuse(where, f"bind propagation {propagation!r} of {source} is not allowed")
+    elif kind not in ("volume", "tmpfs"):
+        refuse(where, f"volume type {kind!r} is not allowed")
+
+
+def _check_volumes_from(scope, where, value):
+    """``service[:mode]`` (v1 prints ``service:name:mode``); ``container:`` is refused."""
+    for entry in entries(value):
+        text = str(entry)
+        if text.startswith("container:"):
+            refuse(where, f"{text} names a container outside the project")
+        scope.service(where, text.split(":")[1] if text.startswith("service:") else text.split(":")[0])
+
+
+def _check_links(scope, where, value):
+    for entry in entries(value):
+        scope.service(where, str(entry).split(":")[0])
+
+
+def _check_namespace(scope, where, key, value):
+    text = "" if value is None else str(value)
+    if text.startswith("service:"):
+        scope.service(where, text.split(":", 1)[1])
+    elif text not in NAMESPACE_MODES[key]:
+        refuse(where, f"{text!r} is not allowed (only {', '.join(repr(v) for v in sorted(NAMESPACE_MODES[key]) if v)}"
+               f"{', ' if len(NAMESPACE_MODES[key]) > 1 else ''}'service:<service of this project>')")
+
+
+def _check_files(scope, where, value):
+    for entry in entries(value):
+        scope.path(where, entry.get("path") if isinstance(entry, dict) else entry)
+
+
+def _check_extends(scope, where, value):
+    if isinstance(value, dict) and value.get("file") is not None:
+        scope.path(f"{where}.file", value["file"])
+
+
+def _check_security_opt(scope, where, value):
+    for entry in entries(value):
+        if str(entry) not in SAFE_SECURITY_OPTS:
+            refuse(where, f"{entry!r} is not allowed (only no-new-privileges)")
+
+
+def _check_logging(scope, where, value):
+    driver = mapping(where, value).get("driver")
+    if driver not in (None, "", *LOG_DRIVERS):
+        refuse(where, f"driver {driver!r} is not allowed (only {', '.join(sorted(LOG_DRIVERS))})")
+
+
+def _check_blkio(scope, where, value):
+    extra = sorted(set(mapping(where, value)) - {"weight"})
+    if extra:
+        refuse(where, f"{extra[0]!r} names a host device")
+
+
+def _check_deploy(scope, where, value):
+    reservations = mapping(where, mapping(where, mapping(where, value).get("resources")).get("reservations"))
+    if reservations.get("devices"):
+        refuse(f"{where}.resources.reservations.devices", "is not allowed")
+
+
+def _check_hooks(scope, where, value):
+    for hook in entries(value):
+        if isinstance(hook, dict) and hook.get("privileged"):
+            refuse(where, "a privileged hook is not allowed")
+
+
+def _check_runtime(scope, where, value):
+    if value != "runc":
+        refuse(where, f"{value!r} is not allowed (only 'runc')")
+
+
+def _check_volume_driver(scope, where, value):
+    if value != "local":
+        refuse(where, f"{value!r} is not allowed (only 'local')")
+
+
+# -- build ----------------------------------------------------------------------------------
+
+def _check_build(scope, where, build):
+    build = {"context": build} if isinstance(build, str) else mapping(where, build)
+    unknown = sorted(set(build) - BUILD_KEYS)
+    if unknown:
+        refuse(where, f"key {unknown[0]!r} is not allowed")
+    context = build.get("context") or "."
+    if _is_remote(context):
+        refuse(f"{where}.context", f"remote context {context} is not allowed")
+    context = scope.path(f"{where}.context", context)
+    if build.get("dockerfile"):
+        scope.path(f"{where}.dockerfile", build["dockerfile"], base=context)
+    for name, value in _pairs(build.get("additional_contexts")):
+        if not value.startswith(("docker-image://", "service:", "target:")):
+            if _is_remote(value):
+                refuse(f"{where}.additional_contexts", f"remote context {value} is not allowed")
+            scope.path(f"{where}.additional_contexts.{name}", value, base=context)
+    for name, value in _pairs(build.get("ssh"), default="default"):
+        if value == "default":
+            refuse(f"{where}.ssh", "forwarding the agent's SSH agent is not allowed")
+        scope.path(f"{where}.ssh.{name}", value, base=context)
+    for key in ("cache_from", "cache_to"):
+        for entry in entries(build.get(key)):
+            if "type=local" in str(entry).replace(" ", ""):
+                refuse(f"{where}.{key}", f"{entry} reads or writes a host directory")
+    network = build.get("network")
+    if network not in (None, "", "default", "none"):
+        refuse(f"{where}.network", f"{network!r} is not allowed (only 'default' or 'none')")
+
+
+def _is_remote(value):
+    return "://" in value or value.startswith(("git@", "github.com/"))
+
+
+def _pairs(value, default=None):
+    """``{name: value}`` or ``["name=value", ...]`` as (name, value) pairs of strings."""
+    if isinstance(value, dict):
+        return [(str(k), str(v if v is not None else default)) for k, v in value.items()]
+    pairs = []
+    for entry in entries(value):
+        name, sep, item = str(entry).partition("=")
+        pairs.append((name, item if sep else (default or name)))
+    return pairs
+
+
+_SERVICE_CHECKS = {
+    "build": _check_build, "volumes": _check_volumes, "volumes_from": _check_volumes_from,
+    "links": _check_links, "env_file": _check_files, "label_file": _check_files,
+    "extends": _check_extends, "security_opt": _check_security_opt, "logging": _check_logging,
+    "blkio_config": _check_blkio, "deploy": _check_deploy, "post_start": _check_hooks,
+    "pre_stop": _check_hooks, "runtime": _check_runtime, "volume_driver": _check_volume_driver,
+    "privileged": _check_privileged,
+}
+
+
+# -- top-level sections -------------------------------------------------------------------
+
+def check_sections(scope, document):
+    for name, volume in sorted(mapping("volumes", document.get("volumes")).items()):
+        _check_volume(scope, f"volume {name}", name, mapping(f"volume {name}", volume))
+    for name, network in sorted(mapping("networks", document.get("networks")).items()):
+        _check_network(scope, f"network {name}", name, mapping(f"network {name}", network))
+    for section in ("secrets", "configs"):
+        for name, item in sorted(mapping(section, document.get(section)).items()):
+            _check_file_object(scope, f"{section}.{name}", mapping(f"{section}.{name}", item))
+
+
+def _check_volume(scope, where, name, volume):
+    _only(where, volume, VOLUME_KEYS)
+    if volume.get("external"):
+        refuse(where, "an external volume belongs to something else on this host")
+    _own_name(scope, where, name, volume.get("name"))
+    if volume.get("driver") not in (None, "", "local"):
+        refuse(where, f"driver {volume['driver']!r} is not allowed (only 'local')")
+    opts = mapping(f"{where} driver_opts", volume.get("driver_opts"))
+    kind, device = opts.get("type"), opts.get("device")
+    if not opts or kind == "tmpfs":
+        return
+    if kind != "none" or "bind" not in str(opts.get("o", "")).split(","):
+        refuse(f"{where} driver_opts", f"type {kind!r} is not allowed (only a bind or tmpfs)")
+    if not str(device or "").startswith("/"):
+        refuse(f"{where} driver_opts", f"volume device {device} must be an absolute path")
+    try:
+        scope.path(f"{where} driver_opts", device)
+    except AgentError:
+        refuse(f"{where} driver_opts", f"volume device {device} is outside the repository or in .git")
+
+
+def _check_network(scope, where, name, network):
+    _only(where, network, NETWORK_KEYS)
+    external = network.get("external")
+    if external:
+        named = external.get("name") if isinstance(external, dict) else None
+        if (named or network.get("name") or name) != PROXY_NETWORK:
+            refuse(where, f"an external network other than {PROXY_NETWORK} reaches other containers")
+        return
+    _own_name(scope, where, name, network.get("name"))
+    if network.get("driver") not in (None, "", "bridge"):
+        refuse(where, f"driver {network['driver']!r} is not allowed (only 'bridge')")
+
+
+def _check_file_object(scope, where, item):
+    _only(where, item, FILE_OBJECT_KEYS)
+    if item.get("file") is not None:
+        scope.path(f"{where} file", item["file"])
+
+
+def _only(where, item, allowed):
+    unknown = sorted(set(item) - allowed)
+    if unknown:
+        refuse(where, f"key {unknown[0]!r} is not allowed")
+
+
+def _own_name(scope, where, name, explicit):
+    """An explicit ``name`` may only repeat the one compose gives anyway (``<project>_<key>``):
+    any other could be the volume or network of another project on this host."""
+    if explicit not in (None, "") and explicit != f"{scope.project}_{name}":
+        refuse(where, f"name {explicit!r} is not this project's own ({scope.project}_{name})")
