@@ -15,6 +15,7 @@ import shutil
 
 from agent.errors import AgentError
 from agent.protocol.fields import UID_RE
+from agent.services.git import repository_dir
 from agent.services.docker import SERVICE_UID, DEPLOYMENT_UID, labels_of, translate
 
 # docker/distribution reference grammar for one path component of a repository name
@@ -163,6 +164,7 @@ class Deletion:
     def _purge(self, deployments):
         deployments |= self._history_deployments()
         self._remove_path(os.path.join(self.cfg.apps_dir, self.uid))
+        self._remove_path(repository_dir(self.cfg, self.uid))   # the private git dir (services/git.py)
         self._remove_path(os.path.join(self.cfg.deployment_dir, self.uid))
         log_dir = self.cfg.deployment_log_dir
         for pattern in (f"{self.uid}_build.log*", f"{self.uid}_deploy.log*"):

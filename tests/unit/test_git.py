@@ -1,5 +1,6 @@
 """Git service: input rules, the child environment, error classification, the askpass helper."""
 import os
+import shutil
 import subprocess
 
 import pytest
@@ -80,6 +81,8 @@ def test_child_environment_is_minimal(tmp_path, monkeypatch):
     assert env["PULSEUP_GIT_TOKEN"] == "the-token" and env["GIT_ASKPASS"] == "/x/askpass.sh"
     assert env["GIT_ALLOW_PROTOCOL"] == "https"
     assert (env["GIT_CONFIG_KEY_0"], env["GIT_CONFIG_VALUE_0"]) == ("http.sslCAInfo", "/etc/ca.pem")
+    assert env["GIT_CONFIG_NOSYSTEM"] == "1" and env["GIT_CONFIG_GLOBAL"] == os.devnull
+    assert env["GIT_ATTR_NOSYSTEM"] == "1"
     anonymous = runner.environment(None)
     assert "GIT_ASKPASS" not in anonymous and "PULSEUP_GIT_TOKEN" not in anonymous
 
@@ -136,19 +139,144 @@ def test_swap_in_replaces_a_directory_and_a_file(tmp_path):
         assert [p.name for p in tmp_path.iterdir() if ".old-" in p.name] == []
 
 
-def test_foreign_directory_is_not_a_work_tree(tmp_path):
-    service = gitsvc.GitService(config.defaults().replace(state_dir=str(tmp_path), apps_dir=str(tmp_path)))
-    (tmp_path / "svc" / ".git").mkdir(parents=True)
-    (tmp_path / "svc" / ".git" / "config").write_text('[remote "origin"]\n\turl = https://github.com/a/b.git\n')
-    assert service._is_work_tree_for(str(tmp_path / "svc"), "https://github.com/a/b.git")
-    assert not service._is_work_tree_for(str(tmp_path / "svc"), "https://github.com/a/c.git")
-    assert not service._is_work_tree_for(str(tmp_path / "none"), "https://github.com/a/b.git")
+# -- git runs nothing from the work tree (docs/security.md, "Git") ---------------------------
+
+def _service(tmp_path):
+    cfg = config.defaults().replace(state_dir=str(tmp_path / "state"), apps_dir=str(tmp_path / "apps"))
+    return gitsvc.GitService(cfg)
 
 
-def test_credentials_in_an_old_remote_url_are_removed(tmp_path):
-    service = gitsvc.GitService(config.defaults().replace(state_dir=str(tmp_path), apps_dir=str(tmp_path)))
-    config_file = tmp_path / "svc" / ".git" / "config"
-    config_file.parent.mkdir(parents=True)
-    config_file.write_text('[remote "origin"]\n\turl = https://x:oldtoken@github.com/a/b.git\n')
-    assert service._is_work_tree_for(str(tmp_path / "svc"), "https://github.com/a/b.git")
-    assert "oldtoken" not in config_file.read_text()
+def test_argv_names_the_repository_and_overrides_what_executes(tmp_path):
+    runner = gitsvc.GitRunner(config.defaults(), "/x/askpass.sh", str(tmp_path))
+    argv = runner.argv(["fetch", "origin"], gitsvc.Tree("/s/git/repos/a.git", "/apps/a"))
+    assert argv[:3] == ["git", "--git-dir=/s/git/repos/a.git", "--work-tree=/apps/a"]
+    assert argv[-2:] == ["fetch", "origin"]
+    settings = {argv[i + 1] for i, word in enumerate(argv) if word == "-c"}
+    for required in ("core.hooksPath=/dev/null", "core.fsmonitor=false", "core.sshCommand=false",
+                     "core.pager=cat", "credential.helper=", "core.askPass=", "protocol.allow=never",
+                     "protocol.file.allow=never", "protocol.ext.allow=never", "protocol.https.allow=always",
+                     "submodule.recurse=false", "gc.auto=0"):
+        assert required in settings, required
+    assert "protocol.http.allow=always" not in settings
+    insecure = gitsvc.GitRunner(config.defaults().replace(allow_insecure_transport=True), "/x", str(tmp_path))
+    assert "protocol.http.allow=always" in insecure.argv(["ls-remote"])
+
+
+def _seed(tmp_path):
+    """A repository made by plain git, then turned into the agent's layout (private git dir)."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_CONFIG_GLOBAL": os.devnull, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    src = tmp_path / "src"
+    subprocess.run(["git", "init", "-q", "-b", "main", str(src)], env=env, check=True)
+    (src / "a.txt").write_text("one\n")
+    (src / ".gitattributes").write_text("* filter=evil\n")
+    subprocess.run(["git", "add", "-A"], cwd=src, env=env, check=True)
+    subprocess.run(["git", "commit", "-qm", "one"], cwd=src, env=env, check=True)
+    service = _service(tmp_path)
+    tree = service.tree("svc")
+    os.makedirs(os.path.dirname(tree.git_dir))
+    os.makedirs(os.path.dirname(tree.work_tree))
+    os.rename(src / ".git", tree.git_dir)
+    os.rename(src, tree.work_tree)
+    for name in set(os.listdir(tree.git_dir)) - gitsvc.GIT_DIR_ENTRIES:   # sample hooks, info/...
+        path = os.path.join(tree.git_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
+    with open(os.path.join(tree.git_dir, "config"), "wb") as handle:
+        handle.write(gitsvc.expected_config("https://git.test/a.git"))
+    return service, tree
+
+
+def _plant_hooks(git_dir, markers):
+    """Hooks, an fsmonitor and programs in the config, each touching a marker when run."""
+    markers.mkdir()
+    hooks = os.path.join(git_dir, "hooks")
+    os.makedirs(hooks, exist_ok=True)
+    names = ("post-checkout", "reference-transaction", "post-index-change", "pre-auto-gc", "pre-commit")
+    for name in names:
+        script = os.path.join(hooks, name)
+        with open(script, "w") as handle:
+            handle.write(f"#!/bin/sh\ntouch {markers}/{name}\n")
+        os.chmod(script, 0o755)
+    with open(os.path.join(git_dir, "config"), "a") as handle:
+        handle.write(f"[core]\n\tfsmonitor = {hooks}/post-checkout\n\tpager = touch {markers}/pager\n"
+                     f"\thooksPath = {hooks}\n\teditor = touch {markers}/editor\n"
+                     f"[credential]\n\thelper = !touch {markers}/credential\n")
+    return names
+
+
+def test_hooks_and_programs_in_a_tampered_repository_never_run(tmp_path):
+    """The -c overrides alone (the config check aside): checkout, reset, clean, rev-parse and log
+    on a repository whose hooks and config were planted run none of them."""
+    service, tree = _seed(tmp_path)
+    markers = tmp_path / "markers"
+    _plant_hooks(tree.git_dir, markers)
+    (tmp_path / "apps" / "svc" / "a.txt").write_text("changed\n")
+    (tmp_path / "apps" / "svc" / "junk").write_text("untracked\n")
+    run = service.runner.run
+    for args in (["checkout", "-q", "--force", "--detach", "HEAD"], ["reset", "-q", "--hard", "HEAD"],
+                 ["clean", "-ffdxq"], ["rev-parse", "HEAD"], ["status", "--short"]):
+        run(args, tree)
+    assert service.describe(tree)["commit_message"] == "one"
+    assert (tmp_path / "apps" / "svc" / "a.txt").read_text() == "one\n"
+    assert not (tmp_path / "apps" / "svc" / "junk").exists()
+    assert sorted(os.listdir(markers)) == []
+    # the control: plain git in the same tree runs what was planted
+    subprocess.run(["git", f"--git-dir={tree.git_dir}", f"--work-tree={tree.work_tree}", "checkout", "-q",
+                    "--force", "--detach", "HEAD"], cwd=tree.work_tree, env=service.runner.environment(),
+                   check=True)
+    assert "post-checkout" in os.listdir(markers)
+
+
+def test_a_clean_tree_is_trusted(tmp_path):
+    service, tree = _seed(tmp_path)
+    assert gitsvc.untrusted_reason(tree, "https://git.test/a.git", service.uid) is None
+    assert gitsvc.untrusted_reason(tree, "https://git.test/a.git", service.uid + 1).startswith(".")
+    other = gitsvc.Tree(str(tmp_path / "none.git"), tree.work_tree)
+    assert gitsvc.untrusted_reason(other, "https://git.test/a.git", service.uid) == gitsvc.NO_CLONE
+
+
+def _reason_after(tmp_path, change):
+    service, tree = _seed(tmp_path)
+    change(tree)
+    return gitsvc.untrusted_reason(tree, "https://git.test/a.git", service.uid)
+
+
+@pytest.mark.parametrize("change,expected", [
+    (lambda t: os.makedirs(os.path.join(t.work_tree, ".git", "hooks")), "a .git"),
+    (lambda t: open(os.path.join(t.work_tree, ".git"), "w").write("gitdir: /tmp\n"), "a .git"),
+    (lambda t: open(os.path.join(t.git_dir, "config"), "a").write("[core]\n\tfsmonitor = x\n"), "git config"),
+    (lambda t: open(os.path.join(t.git_dir, "config"), "a").write("[include]\n\tpath = /tmp/x\n"), "git config"),
+    (lambda t: os.makedirs(os.path.join(t.git_dir, "hooks")), "unexpected hooks"),
+    (lambda t: open(os.path.join(t.git_dir, "commondir"), "w").write("/tmp\n"), "unexpected commondir"),
+    (lambda t: open(os.path.join(t.git_dir, "index.lock"), "w").close(), "unexpected index.lock"),
+    (lambda t: (os.makedirs(os.path.join(t.git_dir, "objects", "info"), exist_ok=True),
+                open(os.path.join(t.git_dir, "objects", "info", "alternates"), "w").write("/tmp\n")), "alternates"),
+    (lambda t: os.symlink("/etc/passwd", os.path.join(t.git_dir, "refs", "evil")), "not a regular file"),
+    (lambda t: os.mkfifo(os.path.join(t.git_dir, "refs", "fifo")), "not a regular file"),
+    (lambda t: shutil.rmtree(t.work_tree), "work tree is missing"),
+])
+def test_a_tampered_tree_is_not_trusted(tmp_path, change, expected):
+    reason = _reason_after(tmp_path, change)
+    assert reason is not None and expected in reason, reason
+
+
+def test_a_file_of_another_owner_is_not_trusted(tmp_path):
+    service, tree = _seed(tmp_path)
+    reason = gitsvc.untrusted_reason(tree, "https://git.test/a.git", service.uid + 4242)
+    assert reason is not None and f"owned by uid {service.uid}" in reason
+
+
+def test_another_repository_or_credentials_in_the_url_are_not_trusted(tmp_path):
+    service, tree = _seed(tmp_path)
+    assert "git config" in gitsvc.untrusted_reason(tree, "https://git.test/b.git", service.uid)
+    with open(os.path.join(tree.git_dir, "config"), "wb") as handle:
+        handle.write(gitsvc.expected_config("https://x:oldtoken@git.test/a.git"))
+    assert "git config" in gitsvc.untrusted_reason(tree, "https://git.test/a.git", service.uid)
+
+
+def test_remove_deletes_the_work_tree_and_the_git_dir(tmp_path):
+    service, tree = _seed(tmp_path)
+    assert service.remove("svc") is True
+    assert not os.path.exists(tree.work_tree) and not os.path.exists(tree.git_dir)
+    assert service.remove("svc") is False

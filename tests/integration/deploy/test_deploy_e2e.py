@@ -5,6 +5,7 @@ import gevent
 import pytest
 import requests
 
+from agent.services.git import repository_dir
 from harness.gitserver import APP_DOCKERFILE
 
 HTTP = requests.Session()
@@ -115,10 +116,12 @@ def test_deploy_replace_refuse_and_roll_back(deploy_agent, git_server, docker_cl
     assert rollback == ["rolling_back", "running"]
     assert deploy_agent.events_named("update_docker_config")[0]["dockerfile_paths"] == ["Dockerfile"]
 
-    # the token is in no child's argv, no .git/config, no log record, no deployment file
+    # the token is in no child's argv, no git config, no log record, no deployment file
     assert watcher.scans > 0 and watcher.leaks == []
     clone = os.path.join(deploy_agent.cfg.apps_dir, uid)
-    with open(os.path.join(clone, ".git", "config")) as handle:
+    git_dir = repository_dir(deploy_agent.cfg, uid)
+    assert not os.path.exists(os.path.join(clone, ".git"))   # the git dir is private (docs/security.md)
+    with open(os.path.join(git_dir, "config")) as handle:
         assert git_server.token not in handle.read()
     assert all(git_server.token not in record.getMessage() for record in caplog.records)
     for name in os.listdir(deploy_agent.cfg.deployment_log_dir):
@@ -135,5 +138,5 @@ def test_deploy_replace_refuse_and_roll_back(deploy_agent, git_server, docker_cl
     # the refused build's image stays until a later successful deploy prunes it (2.5.2 item 8)
     assert sorted(deleted["data"]["images_removed"]) == sorted(
         [f"pulseup-app-{uid}:{sha[:12]}" for sha in (sha1, sha2, sha3)] + [f"pulseup-app:{uid}"])
-    assert not os.path.exists(clone)
+    assert not os.path.exists(clone) and not os.path.exists(git_dir)
     assert docker_client.containers.list(all=True, filters={"label": f"pulseup.service_uid={uid}"}) == []
