@@ -118,7 +118,8 @@ def test_override_file_labels_every_service_and_ports_only_the_target(svc):
     plan.version = "3.8"
     compose._select(plan, ["web"], "all", True)
     path = svc.write_override(plan, "x", "dep1", [{"external": 8080, "internal": 80},
-                                                 {"external": 0, "internal": 9000}], {"A": "b"})
+                                                 {"external": 0, "internal": 9000}],
+                              {"A": "b", "D": "a$b ${X} $$"})
     try:
         assert os.stat(path).st_mode & 0o777 == 0o600
         doc = json.load(open(path))
@@ -130,7 +131,7 @@ def test_override_file_labels_every_service_and_ports_only_the_target(svc):
     for entry in (web, db):
         assert entry["labels"] == {"pulseup.managed": "true", "pulseup.service_uid": "x",
                                    "pulseup.deployment_uid": "dep1"}
-        assert entry["environment"] == {"A": "b"}
+        assert entry["environment"] == {"A": "b", "D": "a$$b $${X} $$$$"}   # compose's literal $
     assert web["ports"] == ["8080:80"] and "ports" not in db
     assert web["networks"] == {"default": None, "pulseup-net": {"aliases": ["pulseup-x-web"]}}
     assert db["networks"] == {"pulseup-net": None}
@@ -238,3 +239,31 @@ def test_down_without_files_removes_the_project_through_docker(tmp_path):
     docker.removed.clear()
     service.down("pulseup-svc", None, [], volumes=True)
     assert docker.removed == ["pulseup-svc_web_1", "pulseup-svc_default", "pulseup-svc_data"]
+
+
+def test_compose_environment_pins_what_a_repository_env_file_could_set(tmp_path):
+    env = ComposeService(config.defaults(), None).environment()
+    assert env["DOCKER_HOST"] == compose.DEFAULT_DOCKER_HOST
+    assert env["DOCKER_CERT_PATH"] == env["DOCKER_TLS_VERIFY"] == env["COMPOSE_FILE"] == ""
+    env = ComposeService(config.defaults().replace(docker_host="unix:///x.sock"), None).environment()
+    assert env["DOCKER_HOST"] == "unix:///x.sock"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_plan_checks_the_resolved_document_and_the_dot_env(tmp_path):
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    (clone / "docker-compose.yml").write_text(
+        "services:\n  web:\n    image: busybox\n    volumes: ['${DATA:-./data}:/data']\n")
+    svc = ComposeService(config.defaults(), None)
+    assert svc.plan("svc", str(clone)).services == ["web"]        # interpolation is fine
+    (clone / ".env").write_text("DATA=/var/run\n")
+    with pytest.raises(AgentError) as err:                         # ... but resolved, it is /var/run
+        svc.plan("svc", str(clone))
+    assert err.value.code == "failed_precondition" and "volumes: /var/run" in err.value.message
+    (clone / ".env").unlink()
+    (tmp_path / "outside.env").write_text("DATA=./data\n")
+    os.symlink(tmp_path / "outside.env", clone / ".env")
+    with pytest.raises(AgentError) as err:
+        svc.plan("svc", str(clone))
+    assert err.value.code == "failed_precondition" and ".env" in err.value.message
