@@ -5,7 +5,7 @@ from marshmallow import validate
 from agent import __version__
 from agent.errors import AgentError
 from agent.protocol import envelope
-from agent.protocol.fields import RequestSchema, StrictString
+from agent.protocol.fields import RequestSchema, StrictString, Uid
 
 
 def ping(ctx, data):
@@ -18,7 +18,7 @@ def ping(ctx, data):
 
 
 class _ListRequest(RequestSchema):
-    service_uid = StrictString(load_default=None)
+    service_uid = Uid(load_default=None)     # commands.md 1.3: validated like every service_uid
 
 
 def operations_list(ctx, request):
