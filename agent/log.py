@@ -22,20 +22,60 @@ PRIVATE_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END 
 _RESERVED = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "component"}
 _MIN_SECRET_LEN = 4  # shorter values would mask ordinary words
 
-_secrets = set()
+_permanent = set()                  # registered for the life of the process
+_held = collections.Counter()       # value -> number of calls holding it
+_snapshot = ()                      # every masked value, longest first (read without the lock)
 _secrets_lock = threading.Lock()
 
 
+def _valid(value):
+    return isinstance(value, str) and len(value) >= _MIN_SECRET_LEN
+
+
+def _refresh():
+    global _snapshot
+    _snapshot = tuple(sorted(_permanent | set(_held), key=len, reverse=True))
+
+
 def register_secret(value):
-    """Redact ``value`` from every log line from now on."""
-    if isinstance(value, str) and len(value) >= _MIN_SECRET_LEN:
+    """Redact ``value`` from every log line for the life of the process (join token, git
+    tokens, passwords the agent keeps)."""
+    if _valid(value):
         with _secrets_lock:
-            _secrets.add(value)
+            _permanent.add(value)
+            _refresh()
+
+
+def hold_secret(value):
+    """Redact ``value`` while at least one holder has not released it (one call's secrets:
+    two concurrent calls may share a token or a password, issue 17 item 4)."""
+    if _valid(value):
+        with _secrets_lock:
+            _held[value] += 1
+            _refresh()
+
+
+def release_secret(value):
+    """Undo one :func:`hold_secret`; the value stays masked while another holder or a
+    process-lifetime registration remains."""
+    if _valid(value):
+        with _secrets_lock:
+            if _held[value] <= 1:
+                del _held[value]
+            else:
+                _held[value] -= 1
+            _refresh()
 
 
 def forget_secret(value):
+    """Drop a process-lifetime registration (tests); holds are untouched."""
     with _secrets_lock:
-        _secrets.discard(value)
+        _permanent.discard(value)
+        _refresh()
+
+
+def is_masked(value):
+    return value in _snapshot
 
 
 def redact(text):
@@ -43,7 +83,7 @@ def redact(text):
     if not isinstance(text, str):
         return text
     text = PRIVATE_KEY_BLOCK.sub(MASK, text)
-    for secret in sorted(_secrets, key=len, reverse=True):
+    for secret in _snapshot:
         if secret in text:
             text = text.replace(secret, MASK)
     return text

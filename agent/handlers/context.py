@@ -65,9 +65,10 @@ class CallContext:
     def secret(self, value):
         """Redact ``value`` from logs, errors and events of this call."""
         if value:
-            log.register_secret(value)
+            log.hold_secret(value)         # reference-counted: see agent/log.py
             self.secrets.append(value)
 
     def close(self):
-        for value in self.secrets:
-            log.forget_secret(value)
+        secrets, self.secrets = self.secrets, []
+        for value in secrets:
+            log.release_secret(value)
