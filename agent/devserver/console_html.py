@@ -45,7 +45,8 @@ def badge(text, kind=None):
 
 def _badge_kind(text):
     text = str(text).lower()
-    if text in ("running", "connected", "succeeded", "completed", "healthy", "active", "ok"):
+    if text in ("running", "connected", "succeeded", "completed", "healthy", "active", "ok",
+                "success"):
         return "good"
     if text in ("failed", "revoked", "dead", "unhealthy", "error", "cancelled", "expired"):
         return "bad"

@@ -29,8 +29,9 @@ def agent_page(session, agent, services, jobs):
                '<a class="button" href="%s/databases">Databases</a> '
                '<a class="button" href="%s/events">Events</a></p></section>'
                % (badge(agent_state(agent)), e(hostname(agent) or "-"),
-                  e(agent.get("version") or "-"), e(info.get("cpu_model") or "-"),
-                  e(info.get("cpu_count") or "-"), e(info.get("ram_gb") or "-"),
+                  e(agent.get("version") or "-"), e(_hw(info, "cpu_model", "cpu", "model")),
+                  e(_hw(info, "cpu_count", None, "cpu_logical_count")),
+                  e(_hw(info, "ram_gb", None, "total_memory_gb")),
                   e(fmt_time(agent.get("authenticated_at"))), e(fmt_time(agent.get("not_after"))),
                   e(_base(uid)), e(_base(uid)), e(_base(uid))))
     charts = '<section class="charts">%s</section>' % "".join(_chart(*c) for c in CHARTS)
@@ -40,6 +41,16 @@ def agent_page(session, agent, services, jobs):
             '<th>Memory %</th></tr></thead><tbody><tr><td colspan="4" class="empty">waiting for '
             'a sample...</td></tr></tbody></table><h2>Recent actions</h2>' + jobs_table(jobs))
     return layout(uid, body, session, {"page": "agent", "uid": uid})
+
+
+def _hw(info, flat, group, key):
+    """A hardware fact from the event's flat form or the HardwareInfo form (commands.md)."""
+    value = info.get(flat)
+    if value is None and group and isinstance(info.get(group), dict):
+        value = info[group].get(key)
+    if value is None and not group:
+        value = info.get(key)
+    return "-" if value is None else value
 
 
 def _chart(metric, title, unit):
@@ -193,6 +204,6 @@ def events_page(session, uid):
     body = ('<section class="card filters"><label>Filter by name or content <input type="search" '
             'id="event-filter" placeholder="e.g. update_deployment_status"></label> '
             '<label><input type="checkbox" id="event-pause"> Pause</label></section>'
-            '<table id="events"><thead><tr><th>Received</th><th>Event</th><th>Data</th></tr>'
+            '<table id="events"><thead><tr><th>Time (UTC)</th><th>Event</th><th>Data</th></tr>'
             '</thead><tbody></tbody></table>')
     return layout("Events", body, session, {"page": "events", "uid": uid}, _crumbs(uid))

@@ -21,11 +21,11 @@ from agent.devserver.console_stream import agent_stream, deployment_stream
 from agent.devserver.http import Response
 
 UID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
-UID_RE = re.compile("^%s$" % UID)
+UID_RE = re.compile(r"^%s\Z" % UID)
 AGENT = "/console/agents/(?P<uid>%s)" % UID
 SERVICE = AGENT + "/services/(?P<svc>%s)" % UID
 DATABASE = AGENT + "/databases/(?P<svc>%s)" % UID
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}\Z")
 PROXY_SERVICE = "svc_pulseup_caddy"
 READ_TIMEOUT_S = 10
 

@@ -19,7 +19,7 @@
 
   function badgeKind(text) {
     text = String(text).toLowerCase();
-    if (["running", "connected", "succeeded", "completed", "healthy", "active", "ok"].indexOf(text) >= 0) return "good";
+    if (["running", "connected", "succeeded", "completed", "healthy", "active", "ok", "success"].indexOf(text) >= 0) return "good";
     if (["failed", "revoked", "dead", "unhealthy", "error", "cancelled", "expired"].indexOf(text) >= 0) return "bad";
     if (["stopped", "disconnected", "exited", "none", "-"].indexOf(text) >= 0) return "idle";
     return "busy";
@@ -86,6 +86,11 @@
         var y = 100 - Math.min(v / top, 1) * 96 - 2;
         return x.toFixed(1) + "," + y.toFixed(1);
       });
+      var first = points[0].split(",")[0], lastX = points[points.length - 1].split(",")[0];
+      var area = document.createElementNS(SVG, "polygon");
+      area.setAttribute("points", first + ",100 " + points.join(" ") + " " + lastX + ",100");
+      area.setAttribute("class", "area area-" + index);
+      svg.appendChild(area);
       var line = document.createElementNS(SVG, "polyline");
       line.setAttribute("points", points.join(" "));
       line.setAttribute("class", "series series-" + index);
@@ -230,6 +235,14 @@
 
   // Events ---------------------------------------------------------------------------------
 
+  // The event's own timestamp (Unix s or RFC 3339), else the time it arrived here.
+  function eventTime(data) {
+    var ts = data && typeof data === "object" ? data.timestamp : null;
+    var when = typeof ts === "number" ? new Date(ts * 1000) : typeof ts === "string" ? new Date(ts) : new Date();
+    if (isNaN(when.getTime())) when = new Date();
+    return when.toISOString().replace("T", " ").slice(0, 19);
+  }
+
   function eventsPage() {
     var tbody = document.querySelector("#events tbody");
     var filter = document.getElementById("event-filter");
@@ -250,7 +263,7 @@
         var json = JSON.stringify(d.frame && d.frame.data);
         var tr = el("tr");
         tr.dataset.text = (d.name + " " + json).toLowerCase();
-        tr.appendChild(el("td", new Date().toISOString().replace("T", " ").slice(0, 19)));
+        tr.appendChild(el("td", eventTime(d.frame && d.frame.data)));
         tr.appendChild(el("td", d.name, "event-name"));
         tr.appendChild(el("td", json && json.length > 600 ? json.slice(0, 600) + "..." : json, "event-data"));
         tr.hidden = !matches(tr);

@@ -1,0 +1,166 @@
+"""The console in a real browser (issue 21): log in, see the agent, open its page, watch a
+chart update, deploy an app from git and watch its log lines arrive, see the event stream.
+
+The agent is a real worker process (`python -m agent worker` as nobody) against a private
+dockerd and a token git server (tests/resilience/faults_support.py). With
+CONSOLE_SCREENSHOTS=<dir> the main pages are saved there as PNG
+(scripts/console-screenshots.py).
+"""
+
+import base64
+import os
+
+import pytest
+
+from tests.console.browser import start_browser, stop_browser, wait_for
+from tests.resilience import faults_support as fs
+from tests.resilience.faults_support import fault_env, home  # noqa: F401 (fixtures)
+
+pytestmark = pytest.mark.integration
+SHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
+
+
+@pytest.fixture
+def worker(home, devserver):
+    worker = fs.WorkerProcess(home, devserver)
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture
+def browser():
+    driver = start_browser()
+    yield driver
+    stop_browser(driver)
+
+
+# The app logs a line at start and one per second, so its live log has something to show.
+APP_DOCKERFILE = ("FROM pulseup-test/appbase:latest\nCOPY index.html /www/index.html\nEXPOSE 8080\n"
+                  "CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; echo console-app-started; "
+                  "(while true; do echo tick; sleep 1; done) & httpd -f -p 8080 -h /www & wait\"]\n")
+
+
+def shot(driver, name):
+    """A full-page PNG (DevTools Page.captureScreenshot) when CONSOLE_SCREENSHOTS is set."""
+    if not SHOTS:
+        return
+    os.makedirs(SHOTS, exist_ok=True)
+    size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+    clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 2400),
+            "scale": 1}
+    data = driver.execute_cdp_cmd("Page.captureScreenshot", {
+        "format": "png", "captureBeyondViewport": True, "clip": clip})["data"]
+    with open(os.path.join(SHOTS, name + ".png"), "wb") as f:
+        f.write(base64.b64decode(data))
+
+
+def log_in(driver, server):
+    from selenium.webdriver.common.by import By
+
+    driver.get(server.url + "/")
+    shot(driver, "console-login")
+    driver.find_element(By.NAME, "token").send_keys("wrong")
+    driver.find_element(By.CSS_SELECTOR, "form button").click()
+    assert "Wrong admin token" in wait_for(lambda: driver.find_element(By.TAG_NAME, "body").text
+                                           if "Wrong" in driver.page_source else None, "refusal")
+    driver.find_element(By.NAME, "token").send_keys(server.admin_token)
+    driver.find_element(By.CSS_SELECTOR, "form button").click()
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "table.agents"), "the agents page")
+    cookie = driver.get_cookie("pulseup_console")
+    assert cookie["httpOnly"] and cookie["secure"] and cookie["sameSite"] == "Strict"
+    assert cookie["value"] != server.admin_token
+
+
+def polyline(driver, chart_id):
+    """The points of a chart's line, read in one script (the chart redraws its children)."""
+    return driver.execute_script(
+        "var p = document.querySelector('#' + arguments[0] + ' polyline');"
+        "return p ? p.getAttribute('points') : null;", chart_id)
+
+
+def watch_charts(driver, uid):
+    from selenium.webdriver.common.by import By
+
+    row = wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, 'tr[data-agent="%s"]' % uid),
+                   "the agent's row")[0]
+    assert "connected" in row.text
+    shot(driver, "console-agents")
+    row.find_element(By.LINK_TEXT, uid).click()
+    cpu = wait_for(lambda: driver.find_elements(By.ID, "chart-cpu"), "the CPU chart")[0]
+    wait_for(lambda: int(cpu.get_attribute("data-points") or 0) >= 2, "two CPU samples")
+    first = polyline(driver, "chart-cpu")
+    wait_for(lambda: polyline(driver, "chart-cpu") != first, "the CPU chart to move")
+    net = driver.find_element(By.ID, "chart-network")
+    wait_for(lambda: int(net.get_attribute("data-points") or 0) >= 2, "network samples")
+    value = driver.find_element(By.ID, "value-memory").text
+    assert "%" in value and "GiB" in value
+
+
+def deploy(driver, env, uid, service_uid):
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.LINK_TEXT, "Deploy an app").click()
+    fields = {"service_uid": service_uid, "git_url": "%s/%s.git" % (env.git.base_url, service_uid),
+              "access_token": env.git.token, "port": "8080", "env": "GREETING=hello"}
+    for name, value in fields.items():
+        element = driver.find_element(By.NAME, name)
+        element.clear()
+        element.send_keys(value)
+    driver.find_element(By.CSS_SELECTOR, "button.primary").click()
+    log = wait_for(lambda: driver.find_elements(By.ID, "deploy-log"), "the deployment page")[0]
+    wait_for(lambda: len(log.text.splitlines()) >= 3, "deployment log lines", timeout=120)
+    status = driver.find_element(By.ID, "deploy-status")
+    wait_for(lambda: status.text in ("completed", "failed"), "the final status", timeout=300)
+    shot(driver, "console-deploy")
+    assert status.text == "completed", driver.find_element(By.ID, "deploy-message").text
+    wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-done"),
+             "the console's own job to end")
+    return log.text
+
+
+def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
+    from selenium.webdriver.common.by import By
+
+    env, service_uid = fault_env, fs.unique("console")
+    env.image("app")
+    env.git.add_repo(service_uid, {"Dockerfile": APP_DOCKERFILE, "index.html": "hello\n"})
+    worker.start()
+    try:
+        log_in(browser, devserver)
+        watch_charts(browser, worker.uid)
+        text = deploy(browser, env, worker.uid, service_uid)
+        assert "Dockerfile" in text or "docker" in text.lower(), text[:2000]
+        assert env.git.token not in browser.page_source
+
+        browser.get("%s/console/agents/%s" % (devserver.url, worker.uid))
+        row = wait_for(lambda: browser.find_elements(
+            By.CSS_SELECTOR, 'tr[data-service="%s"]' % service_uid), "the service row")[0]
+        wait_for(lambda: "running" in row.text, "the service to show running")
+        wait_for(lambda: service_uid in browser.find_element(By.ID, "containers").text,
+                 "a monitoring sample of the app container", timeout=120)
+        points = 20 if SHOTS else 3
+        wait_for(lambda: int(browser.find_element(By.ID, "chart-cpu")
+                             .get_attribute("data-points") or 0) >= points, "chart samples",
+                 timeout=120)
+        shot(browser, "console-agent")
+
+        row.find_element(By.LINK_TEXT, service_uid).click()
+        logs = wait_for(lambda: browser.find_elements(By.ID, "service-logs"), "the service page")[0]
+        wait_for(lambda: "console-app-started" in logs.text, "the container's earlier lines")
+        ticks = logs.text.count("tick")
+        wait_for(lambda: logs.text.count("tick") > ticks + 1, "live container log lines")
+        assert "completed" in browser.find_element(By.TAG_NAME, "main").text   # deployments
+        shot(browser, "console-service")
+
+        browser.get("%s/console/agents/%s/events" % (devserver.url, worker.uid))
+        rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events tbody tr"),
+                        "replayed events")
+        assert rows
+        browser.find_element(By.ID, "event-filter").send_keys("update_deployment_status")
+        visible = [r for r in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+                   if r.is_displayed()]
+        assert visible and all("update_deployment_status" in r.text for r in visible)
+        shot(browser, "console-events")
+    finally:
+        worker.stop()
+        fs.remove_service(env, service_uid)
