@@ -5,13 +5,19 @@ protocol.md section 2 and decisions 1: every incoming text frame becomes a
 ``invalid_message`` error frame, never a disconnect).
 """
 
+import collections
 import json
+import logging
+import math
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields
 
 from agent.errors import AgentError
+
+_log = logging.getLogger("agent.envelope")
 
 # Outbound events kept in the outbox while disconnected (commands.md 3.1);
 # every other event is dropped when it cannot be sent.
@@ -23,6 +29,10 @@ DURABLE_EVENTS = frozenset({
 })
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "upload_completed", "upload_failed"})
 MAX_OUTBOUND_BYTES = 512 * 1024
+# A \uD800-\uDFFF escape in a frame: json.loads turns an unpaired one into a lone surrogate,
+# which no UTF-8 encoder can write back (docs/protocol.md, "Strings").
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+unencodable = collections.Counter()     # event name -> outbound events dropped as unencodable
 
 
 class ProtocolError(Exception):
@@ -59,12 +69,34 @@ class Message:
     raw: dict = field(default_factory=dict)
 
 
+class EncodeError(ValueError):
+    """An outbound frame that cannot be written as strict UTF-8 JSON; says what and where."""
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
 def decode(text):
-    """Parse one frame; raises ProtocolError for anything that is not an envelope."""
+    """Parse one frame; raises ProtocolError for anything that is not an envelope.
+
+    ``text`` is the frame's payload (bytes or str). Strings the agent could never write back
+    (unpaired surrogates) and numbers that are not finite are refused here, so nothing that
+    reaches a handler can poison an answer.
+    """
     try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:  # bad JSON, too deep, int digit limit
+        obj = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, too deep, int digit limit
         raise ProtocolError(f"invalid JSON: {str(exc)[:200]}") from None
+    if _SURROGATE_ESCAPE.search(text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")):
+        _refuse_surrogates(obj)
     if not isinstance(obj, dict):
         raise ProtocolError("a frame must be a JSON object")
     try:
@@ -74,6 +106,13 @@ def decode(text):
         call_id = obj.get("call_id") if isinstance(obj.get("call_id"), str) else None
         raise ProtocolError(f"{key} must be a string", call_id=call_id) from None
     return _classify(env, obj)
+
+
+def _refuse_surrogates(obj):
+    try:
+        json.dumps(obj, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ProtocolError("a string holds an unpaired UTF-16 surrogate escape (\\uD800-\\uDFFF)") from None
 
 
 def _classify(env, obj):
@@ -124,7 +163,94 @@ def _unwrap_call(message, data):
 
 
 def encode(obj):
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    """Strict UTF-8 JSON bytes of ``obj``; raises EncodeError naming what cannot be written."""
+    try:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as exc:   # UnicodeEncodeError is a ValueError
+        raise EncodeError(_describe_unencodable(obj, exc)) from None
+
+
+def outbound(frame):
+    """``(frame, bytes)`` ready for the socket or the outbox, or None for a dropped event.
+
+    Checked before anything is queued or journaled (docs/protocol.md, "Outbound frames"): a
+    response that cannot be encoded, or exceeds 512 KiB, becomes an ``internal`` error for its
+    call_id; such an event is dropped (logged once per event name, counted in ``unencodable``),
+    an oversized one replaced by a short error event.
+    """
+    try:
+        data = encode(frame)
+    except EncodeError as exc:
+        return _replacement(frame, f"could not be encoded: {exc}", dropped=True)
+    if len(data) > MAX_OUTBOUND_BYTES:
+        return _replacement(frame, "exceeds 512 KiB", dropped=False)
+    return frame, data
+
+
+def _replacement(frame, problem, dropped):
+    kind = frame.get("type") if isinstance(frame, dict) else None
+    if kind == "response":
+        error = response_frame(frame.get("call_id"), False, None, f"internal error: reply {problem}", "internal")
+        return error, encode(error)
+    if frame.get("event") == "command_response":
+        error = legacy_response(False, None, f"internal error: reply {problem}", "internal")
+        return error, encode(error)
+    name = str(frame.get("event") or kind)
+    if dropped:
+        if not unencodable[name]:
+            _log.error("dropping outbound %s %s: %s", kind, name, problem)
+        unencodable[name] += 1
+        return None
+    _log.error("dropping oversized %s event", name)
+    replaced = event_frame(name, {"error": "event exceeded 512 KiB and was dropped"})
+    return replaced, encode(replaced)
+
+
+def _describe_unencodable(obj, exc, path="$"):
+    """Where in ``obj`` the first value json cannot write strictly sits, and why."""
+    bad = _first_bad(obj, path, depth=0)
+    if isinstance(exc, UnicodeEncodeError):
+        held = exc.object[exc.start:exc.end].encode("unicode_escape").decode("ascii")
+        reason = f"text that is not valid UTF-8 (holds {held[:40]})"
+    elif isinstance(exc, RecursionError):
+        reason = "nested too deeply"
+    else:
+        reason = str(exc)[:120]
+    return f"{bad or path}: {reason}"
+
+
+def _first_bad(value, path, depth):
+    if depth > 100:
+        return path
+    if isinstance(value, str):
+        return None if _utf8_ok(value) else path
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and not _utf8_ok(key):
+                return f"{path}.<key>"
+            found = _first_bad(item, f"{path}.{key}", depth + 1)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            found = _first_bad(item, f"{path}[{index}]", depth + 1)
+            if found:
+                return found
+        return None
+    return f"{path} ({type(value).__name__})"
+
+
+def _utf8_ok(text):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def response_frame(call_id, success, data=None, error="", code=""):

@@ -1,11 +1,14 @@
-"""The worker's link to the control plane (protocol.md 1, 3 and 5).
+"""The worker's link to the control plane (docs/protocol.md: connection, authentication,
+delivery).
 
 :class:`Link` owns the reconnect loop; each connection is a :class:`Session`
-with exactly one reader greenlet that never waits (decisions 2) and one
-sender greenlet that serialises every write: direct frames (pongs, errors,
-log chunks) and the outbox's durable frames, in order.
+with exactly one reader greenlet that never waits, one sender greenlet that
+serialises every write (direct frames: pongs, pings, errors, log chunks; then
+the outbox's durable frames, in order) and a watchdog that declares the
+session dead when it stops reading or writing.
 """
 
+import collections
 import time
 
 import gevent
@@ -22,6 +25,8 @@ _log = log.get("connection")
 AUTH_TIMEOUT = 30.0
 PERMANENT_AUTH_ERRORS = ("Invalid or used token", "Token expired", "Certificate revoked", "Certificate expired")
 DIRECT_QUEUE_MAX = 1000
+CLOSE_TIMEOUT = 1.0
+_DATA_OPCODES = (websocket.ABNF.OPCODE_TEXT, websocket.ABNF.OPCODE_BINARY, websocket.ABNF.OPCODE_CONT)
 
 
 class AuthRefused(Exception):
@@ -61,12 +66,16 @@ def guard_frame_size(ws, limit):
 
 
 def valid_nonce(nonce):
-    """decisions 6: sign only 16-256 printable ASCII characters."""
+    """Sign only 16-256 printable ASCII characters (docs/protocol.md, authentication)."""
     return isinstance(nonce, str) and 16 <= len(nonce) <= 256 and all(" " <= c <= "~" for c in nonce)
 
 
 class Session:
-    """One WebSocket connection: authentication, reader, sender, keep-alive."""
+    """One WebSocket connection: authentication, reader, sender, watchdog.
+
+    Three greenlets in one group; any of them failing ends the session (the link then
+    reconnects), so none can die alone and leave a connected but mute agent.
+    """
 
     def __init__(self, link, ws, identity):
         self.link = link
@@ -74,61 +83,109 @@ class Session:
         self.identity = identity
         self.authenticated = gevent.event.AsyncResult()
         self.closed = gevent.event.Event()
-        self.direct = gevent.queue.Queue()
+        self.direct = collections.deque()        # (queued at, opcode, payload bytes)
+        # The sender's only wait. It must not gevent.wait() on several shared events:
+        # gevent 26.9 loses the wake-up of a greenlet waiting on an already-set event
+        # when another greenlet's multi-object wait unlinks from it (docs/design.md,
+        # "gevent: one waiter, one event").
         self.wake = gevent.event.Event()
         self.group = gevent.pool.Group()
-        self.last_seen = time.monotonic()
+        self.last_seen = self.last_write = time.monotonic()
 
     def start(self):
-        for name, func in (("reader", self._reader), ("sender", self._sender), ("pinger", self._pinger)):
+        for name, func in (("reader", self._reader), ("sender", self._sender), ("watchdog", self._watchdog)):
             greenlet = self.group.spawn(func)
             greenlet.name = name
-            greenlet.link_exception(log.log_greenlet_crash)
+            greenlet.link_exception(self._crashed)
+        self.link.outbox.on_ready = self.wake.set
 
     def send(self, frame, droppable=False):
-        """Queue a frame for the sender; never blocks the caller."""
-        if droppable and self.direct.qsize() >= DIRECT_QUEUE_MAX:
+        """Queue a frame for the sender, strictly encoded first; never blocks the caller."""
+        if droppable and len(self.direct) >= DIRECT_QUEUE_MAX:
             return
-        self.direct.put(frame)
+        fitted = envelope.outbound(frame)
+        if fitted is not None:
+            self._queue(websocket.ABNF.OPCODE_TEXT, fitted[1])
+
+    def _queue(self, opcode, payload):
+        self.direct.append((time.monotonic(), opcode, payload))
         self.wake.set()
 
     def close(self, status=websocket.STATUS_NORMAL, reason=b""):
+        """Send a close frame (best effort, bounded) and end the session."""
         if self.closed.is_set():
             return
         self.closed.set()
         try:
-            self.ws.close(status=status, reason=reason, timeout=1)
-        except (OSError, websocket.WebSocketException):  # the socket may already be gone
+            with gevent.Timeout(CLOSE_TIMEOUT):
+                self.ws.send_close(status, reason)
+        except (OSError, websocket.WebSocketException, gevent.Timeout):  # the socket may be gone
             pass
+        self._end()
+
+    def abort(self, reason):
+        """End the session without a goodbye (the peer or the socket is not answering)."""
+        if self.closed.is_set():
+            return
+        _log.warning("closing the connection: %s", reason)
+        self.closed.set()
+        self._end()
+
+    def _end(self):
         self.ws.shutdown()
+        if self.link.outbox.on_ready == self.wake.set:
+            self.link.outbox.on_ready = None
+        self.wake.set()
         self.group.kill(block=False)
         if not self.authenticated.ready():
             self.authenticated.set_exception(ConnectionError("connection closed"))
+
+    def _crashed(self, greenlet):
+        log.log_greenlet_crash(greenlet)
+        self.abort(f"the {getattr(greenlet, 'name', 'session')} greenlet failed")
 
     # -- reader ----------------------------------------------------------
     def _reader(self):
         try:
             while not self.closed.is_set():
-                opcode, data = self._receive()
-                self.last_seen = time.monotonic()
-                if opcode == websocket.ABNF.OPCODE_TEXT or opcode == websocket.ABNF.OPCODE_BINARY:
-                    self._on_frame(data)
-                elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                message = self._next_message()
+                if message is None:
                     break
+                self._on_frame(message)
         except FrameTooLarge as exc:
             _log.warning("closing: %s", exc)
-            self.close(websocket.STATUS_MESSAGE_TOO_BIG, b"frame too large")
+            self.close(websocket.STATUS_MESSAGE_TOO_BIG, b"message too big")
         except (websocket.WebSocketException, OSError) as exc:
             if not self.closed.is_set():
                 _log.warning("connection lost: %s", exc or type(exc).__name__)
         finally:
             self.close()
 
-    def _receive(self):
-        opcode, frame = self.ws.recv_data_frame(True)
-        if len(frame.data) > self.link.cfg.max_message_bytes:
-            raise FrameTooLarge(f"incoming frame of {len(frame.data)} bytes exceeds MAX_MESSAGE_BYTES")
-        return opcode, frame.data
+    def _next_message(self):
+        """The next whole data message (continuations joined), or None on a close frame.
+
+        MAX_MESSAGE_BYTES bounds the whole message, not each frame: the running total of a
+        fragmented message is checked as every fragment arrives.
+        """
+        limit = self.link.cfg.max_message_bytes
+        parts, size = [], 0
+        while True:
+            frame = self.ws.recv_frame()
+            self.last_seen = time.monotonic()
+            opcode = frame.opcode
+            if opcode in _DATA_OPCODES:
+                if (opcode == websocket.ABNF.OPCODE_CONT) != bool(parts):
+                    raise websocket.WebSocketProtocolException("unexpected continuation state")
+                size += len(frame.data)
+                if size > limit:
+                    raise FrameTooLarge(f"incoming message of more than {limit} bytes (MAX_MESSAGE_BYTES)")
+                parts.append(frame.data)
+                if frame.fin:
+                    return parts[0] if len(parts) == 1 else b"".join(parts)
+            elif opcode == websocket.ABNF.OPCODE_CLOSE:
+                return None
+            elif opcode == websocket.ABNF.OPCODE_PING:
+                self._queue(websocket.ABNF.OPCODE_PONG, frame.data)
 
     def _on_frame(self, data):
         try:
@@ -156,6 +213,7 @@ class Session:
         data = message.data if isinstance(message.data, dict) else {}
         if self.authenticated.ready():
             return
+        self.wake.set()                 # the sender may now write the outbox
         if data.get("success") is True:
             self.authenticated.set(data.get("server_uid"))
         else:
@@ -202,46 +260,47 @@ class Session:
     def _is_authenticated(self):
         return self.authenticated.ready() and self.authenticated.successful()
 
-    # -- sender and keep-alive -------------------------------------------
+    # -- sender and watchdog ---------------------------------------------
     def _sender(self):
         outbox = self.link.outbox
         while not self.closed.is_set():
-            sent = False
-            if not self.direct.empty():
-                self._write(self.direct.get_nowait())
-                sent = True
-            if self._is_authenticated():
-                head = outbox.peek()
-                if head is not None:
-                    self.ws.send(head[1])
-                    outbox.ack(head[0])
-                    sent = True
-            if not sent:
-                self._idle(outbox)
+            if self.direct:
+                _, opcode, payload = self.direct.popleft()
+                self._write(payload, opcode)
+                continue
+            head = outbox.peek() if self._is_authenticated() else None
+            if head is not None:
+                self._write(head[1])
+                outbox.ack(head[0])
+                continue
+            self.wake.clear()
+            if not self.direct and not (self._is_authenticated() and len(outbox)):
+                self.wake.wait()
 
-    def _idle(self, outbox):
-        self.wake.clear()
-        if not self.direct.empty():
-            return
-        if self._is_authenticated():
-            gevent.wait([self.wake, outbox.ready, self.closed], count=1)
-        elif not self.authenticated.ready():
-            gevent.wait([self.wake, self.authenticated, self.closed], count=1)
-        else:
-            gevent.wait([self.wake, self.closed], count=1)
+    def _write(self, payload, opcode=websocket.ABNF.OPCODE_TEXT):
+        self.ws.send(payload, opcode)
+        self.last_write = time.monotonic()
 
-    def _write(self, frame):
-        self.ws.send(envelope.encode(frame))
-
-    def _pinger(self):
+    def _watchdog(self):
+        """Keep-alive and liveness: pings through the sender; the session is declared dead
+        when nothing was read, or nothing written, or a queued frame waited, for PING_TIMEOUT."""
         cfg = self.link.cfg
         while not self.closed.is_set():
             gevent.sleep(min(cfg.ping_interval, cfg.ping_timeout / 3))
-            if time.monotonic() - self.last_seen > cfg.ping_timeout:
-                _log.warning("no data or pong for %.0f s: the connection is dead", cfg.ping_timeout)
-                self.close(websocket.STATUS_GOING_AWAY)
+            problem = self._liveness_problem(cfg.ping_timeout, time.monotonic())
+            if problem is not None:
+                self.abort(problem)
                 return
-            self.ws.ping()
+            self._queue(websocket.ABNF.OPCODE_PING, b"")
+
+    def _liveness_problem(self, timeout, now):
+        if now - self.last_seen > timeout:
+            return f"no data or pong for {timeout:.0f} s: the connection is dead"
+        if now - self.last_write > timeout:
+            return f"nothing could be written for {timeout:.0f} s"
+        if self.direct and now - self.direct[0][0] > timeout:
+            return f"a frame has waited {timeout:.0f} s to be written"
+        return None
 
 
 ProtocolErrorType = envelope.ProtocolError

@@ -252,12 +252,12 @@ class Dispatcher:
             _log.warning("event %s failed: %s (%s)", message.event, exc.message, exc.code)
 
     def _respond(self, call_id, frame):
-        frame = _fit(frame)
-        self.calls.finish(call_id, frame)
-        self.outbox.put(frame, key=call_id)
+        fitted = envelope.outbound(frame)      # a response always comes back, maybe as an error
+        self.calls.finish(call_id, fitted[0])
+        self.outbox.put_outbound(fitted, key=call_id)
 
     def _emit(self, event, data, durable=None):
-        frame = _fit(envelope.event_frame(event, data))
+        frame = envelope.event_frame(event, data)   # encoded strictly where it is queued
         if event in envelope.DURABLE_EVENTS:
             self.outbox.put(frame)
         else:
@@ -291,13 +291,3 @@ class Dispatcher:
     def version(self):
         return __version__
 
-
-def _fit(frame):
-    """commands.md 1.1: outbound frames never exceed 512 KiB."""
-    if len(envelope.encode(frame)) <= envelope.MAX_OUTBOUND_BYTES:
-        return frame
-    if frame.get("type") == "response":
-        error = AgentError("internal", "internal error: reply exceeds 512 KiB")
-        return envelope.error_response(frame["call_id"], error)
-    _log.error("dropping oversized %s event", frame.get("event"))
-    return envelope.event_frame(frame.get("event"), {"error": "event exceeded 512 KiB and was dropped"})

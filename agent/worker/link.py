@@ -9,6 +9,7 @@ import websocket
 
 from agent import __version__, exitcodes, log, sdnotify
 from agent.errors import AgentError
+from agent.protocol import envelope
 from agent.worker.backoff import Backoff
 from agent.worker.connection import AUTH_TIMEOUT, AuthRefused, LinkStopped, Session, guard_frame_size
 
@@ -35,9 +36,10 @@ class Link:
 
     # -- public ----------------------------------------------------------
     def status(self):
-        """Figures for monitoring.status (decisions 48)."""
+        """Figures for monitoring.status (docs/commands.md)."""
         return {"connection": {"state": self.state, "since": self.since, "reconnects": self.reconnects},
-                "outbox_queued": len(self.outbox), "outbox_dropped": self.outbox.dropped}
+                "outbox_queued": len(self.outbox), "outbox_dropped": self.outbox.dropped,
+                "events_unencodable": sum(envelope.unencodable.values())}
 
     def send_direct(self, frame, droppable=False):
         """Send now if connected; otherwise drop (log chunks, stats, legacy replies)."""
@@ -121,7 +123,8 @@ class Link:
         try:
             if self.on_authenticated is not None:
                 self.on_authenticated(self)
-            session.closed.wait()
+            while not session.closed.wait(timeout=1.0):
+                pass    # a bounded wait: a lost wake-up must not keep a dead session (docs/design.md)
         finally:
             self.connected.clear()
             session.close()

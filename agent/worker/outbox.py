@@ -20,30 +20,53 @@ from agent.worker.journal import Journal
 _log = log.get("outbox")
 
 
+COMPACT_MIN_LINES = 1000
+COMPACT_RATIO = 4     # rewrite the journal once its dead lines exceed 4x the live ones
+
+
 class Outbox:
+    """Frames are stored encoded (strict UTF-8 JSON bytes, envelope.outbound): what is queued
+    or journaled can always be written to the socket."""
+
     def __init__(self, state_dir, max_messages=10_000, max_bytes=64 * 1024**2):
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self.dropped = 0
         self.bytes = 0
-        self._entries = collections.OrderedDict()   # seq -> (text, droppable, key)
+        self._entries = collections.OrderedDict()   # seq -> (bytes, droppable, key)
         self._keys = {}                              # key (call_id) -> seq
         self._seq = 0
         self.ready = gevent.event.Event()
+        self.on_ready = None                         # the connected session's wake-up
         self._journal = Journal(os.path.join(state_dir, "outbox.journal"))
         self._replay()
 
     def _replay(self):
         for record in self._journal.load():
-            if "+" in record:
-                self._store(record["+"], record["f"], record["d"], record.get("k"))
-            else:
-                self._drop_entry(record.get("-"))
-            self._seq = max(self._seq, record.get("+", record.get("-", 0)))
+            try:
+                self._replay_one(record)
+            except (KeyError, TypeError, ValueError) as exc:
+                # never retried forever: an entry that cannot be sent is dropped for good
+                _log.error("dropping an outbox journal entry that cannot be replayed: %s", str(exc)[:200])
         self._compact()
         if self._entries:
             _log.info("outbox holds %d messages from before the restart", len(self._entries))
             self.ready.set()
+
+    def _replay_one(self, record):
+        if "+" in record:
+            seq, text, droppable, key = record["+"], record["f"], record["d"], record.get("k")
+            if not isinstance(seq, int) or not isinstance(text, str) or not isinstance(key, (str, type(None))):
+                raise ValueError("malformed entry")
+            data = text.encode("utf-8")            # raises on a lone surrogate
+            envelope.decode(data)                   # and must still be a frame
+            self._store(seq, data, bool(droppable), key)
+        else:
+            seq = record["-"]
+            if not isinstance(seq, int):
+                raise ValueError("malformed removal")
+            self._drop_entry(seq)
+        self._seq = max(self._seq, seq)
 
     def __len__(self):
         return len(self._entries)
@@ -52,11 +75,17 @@ class Outbox:
         return key in self._keys
 
     def put(self, frame, key=None):
-        """Queue ``frame`` (a dict); False when it had to be refused (full of undroppables).
+        """Queue ``frame`` (a dict); False when it was dropped (an event that cannot be
+        encoded, or no room left for an event).
 
         ``key`` (a response's call_id) lets the dispatcher see that a reply is still queued.
         """
-        text = envelope.encode(frame)
+        fitted = envelope.outbound(frame)
+        return fitted is not None and self.put_outbound(fitted, key)
+
+    def put_outbound(self, fitted, key=None):
+        """Queue an ``envelope.outbound`` pair ``(frame, bytes)``."""
+        frame, text = fitted
         droppable = frame.get("type") == "event" and not envelope.is_terminal_event(frame)
         while self._over(len(text)):
             if not self._drop_oldest_droppable():
@@ -67,8 +96,10 @@ class Outbox:
                 break
         self._seq += 1
         self._store(self._seq, text, droppable, key)
-        self._journal.append({"+": self._seq, "f": text, "d": droppable, "k": key})
+        self._journal.append({"+": self._seq, "f": text.decode("utf-8"), "d": droppable, "k": key})
         self.ready.set()
+        if self.on_ready is not None:
+            self.on_ready()
         return True
 
     def full(self):
@@ -89,8 +120,7 @@ class Outbox:
             self._journal.append({"-": seq})
         if not self._entries:
             self.ready.clear()
-            if self._journal.lines > 1000:
-                self._compact()
+        self._compact_if_dead()
 
     def flush(self):
         self._journal.flush()
@@ -107,6 +137,7 @@ class Outbox:
                 self._drop_entry(seq)
                 self._journal.append({"-": seq})
                 self.dropped += 1
+                self._compact_if_dead()
                 return True
         return False
 
@@ -124,8 +155,15 @@ class Outbox:
         if key is not None:
             self._keys[key] = seq
 
+    def _compact_if_dead(self):
+        """Bound the journal whether or not the outbox ever empties (a long outage)."""
+        dead = self._journal.lines - len(self._entries)
+        if dead > COMPACT_MIN_LINES and dead > COMPACT_RATIO * len(self._entries):
+            self._compact()
+
     def _compact(self):
-        self._journal.rewrite([{"+": s, "f": t, "d": d, "k": k} for s, (t, d, k) in self._entries.items()])
+        self._journal.rewrite([{"+": s, "f": t.decode("utf-8"), "d": d, "k": k}
+                               for s, (t, d, k) in self._entries.items()])
 
 
 class CallLog:
@@ -141,12 +179,17 @@ class CallLog:
 
     def _replay(self):
         for record in self._journal.load():
-            call_id = record["c"]
-            if record["s"] == "run":
-                self.running[call_id] = record["t"]
-            else:
-                self.running.pop(call_id, None)
-                self.done[call_id] = (record["t"], record["r"])
+            try:
+                call_id, state, when = record["c"], record["s"], float(record["t"])
+                if not isinstance(call_id, str):
+                    raise TypeError("call_id")
+                if state == "run":
+                    self.running[call_id] = when
+                else:
+                    self.running.pop(call_id, None)
+                    self.done[call_id] = (when, dict(record["r"]))
+            except (KeyError, TypeError, ValueError) as exc:
+                _log.error("dropping a call log entry that cannot be replayed: %s", str(exc)[:200])
         interrupted = list(self.running)
         self.running.clear()
         self._expire()

@@ -48,7 +48,6 @@ def test_frame_under_the_limit_is_served(devserver, start_agent):
     assert agent.worker.link.reconnects == 0
 
 
-@pytest.mark.flaky(reruns=1)   # same intermittent link hang as tests/worker/test_link.py's give-up test
 def test_oversize_frame_closes_1009_and_reconnects(devserver, start_agent, session_log):
     agent = start_agent(max_message_bytes=LIMIT)
     send_from_server(devserver, agent.uid, {"type": "ping", "data": "x" * (LIMIT + 1)})

@@ -225,7 +225,7 @@ def test_waiting_operation_announces_its_queued_phase(h):
     while (head := h.outbox.peek()) is not None:
         events.append(head[1])
         h.outbox.ack(head[0])
-    assert any('"phase":"queued"' in text for text in events)
+    assert any(b'"phase":"queued"' in text for text in events)
     h.wait(["one", "two"])
 
 

@@ -77,10 +77,6 @@ def test_revoked_certificate_is_refused(devserver, start_worker, tmp_path):
     assert not devserver.agents()[0]["connected"]
 
 
-# Known intermittent hang (about 1 run in 10 on this machine) when the devserver stops right as
-# the agent authenticates: the agent sees neither the close nor a dead peer. Rerun once while
-# it is investigated (closing note, "Left for later").
-@pytest.mark.flaky(reruns=1)
 def test_gives_up_with_exit_code_when_reconnect_disabled(tmp_path, devserver, start_worker):
     from agent import exitcodes
     running, identity = start_worker(reconnect_enabled=False)
