@@ -1,12 +1,26 @@
 """Command line: ``pulseup-agent [--config FILE] [run|supervisor|worker|enroll|devserver|check-config|version]``."""
 
-from gevent import monkey
+import sys
 
-# Before anything imports ssl or socket (websocket-client does at import).
-monkey.patch_all()
+
+def _runs_on_threads(argv):
+    """True for the `supervisor` role: plain threads, no gevent (issue 19: half the memory)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--config", "--log-level", "--log-format"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word == "supervisor"
+    return False
+
+
+if not _runs_on_threads(sys.argv[1:]):
+    from gevent import monkey
+
+    # Before anything imports ssl or socket (websocket-client does at import).
+    monkey.patch_all()
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 
 from agent import __version__, config, exitcodes, log  # noqa: E402
 from agent.errors import ConfigError  # noqa: E402

@@ -8,6 +8,7 @@ An op's AgentError becomes ``invalid_argument``, ``permission_denied`` or
 """
 
 import collections
+import threading
 import time
 
 from agent import log
@@ -26,15 +27,17 @@ class RateLimiter:
     def __init__(self, clock=time.monotonic):
         self.clock = clock
         self.accepted = collections.defaultdict(collections.deque)
+        self.lock = threading.Lock()      # requests run on threads
 
     def allow(self, name, count, period):
-        now, window = self.clock(), self.accepted[name]
-        while window and now - window[0] >= period:
-            window.popleft()
-        if len(window) >= count:
-            return False
-        window.append(now)
-        return True
+        with self.lock:
+            now, window = self.clock(), self.accepted[name]
+            while window and now - window[0] >= period:
+                window.popleft()
+            if len(window) >= count:
+                return False
+            window.append(now)
+            return True
 
 
 class OpDispatcher:

@@ -4,18 +4,21 @@ Peers are checked with ``SO_PEERCRED`` before a byte is read: the worker's uid,
 or uid 0 from the supervisor's own pid namespace (decisions 14: root inside a
 container is refused). Every request, and every refused peer or frame, gets
 one audit line (op, peer pid/uid, decision, duration) on the supervisor's log.
+
+Plain threads and sockets, no gevent: the ``supervisor`` role serves a handful
+of requests a day and idles the rest, and gevent alone would double its memory
+(issue 19; bench/footprint.py). Under gevent's patches (``run`` mode, tests) the
+same code runs on greenlets. The server owns every thread it starts: one
+acceptor, one reader per connection (at most MAX_CONNECTIONS), one per running
+request (at most MAX_RUNNING).
 """
 
 import os
+import select
 import socket
 import struct
+import threading
 import time
-
-import gevent
-import gevent.event
-import gevent.lock
-import gevent.pool
-from gevent.server import StreamServer
 
 from agent import log
 from agent.protocol import ipc
@@ -49,26 +52,53 @@ class IpcServer:
         self.path = cfg.supervisor_socket
         self.dispatcher, self.seam = dispatcher, seam
         self.worker_uid, self.group_gid = worker_uid, group_gid
-        self.running = gevent.pool.Pool(MAX_RUNNING)
-        self.server = None
+        self.running = _Threads(MAX_RUNNING)
+        self.readers = _Threads(MAX_CONNECTIONS)
+        self.connections = set()
+        self.listener = None
+        self.acceptor = None
 
     def start(self):
         """Bind (temporary name, then rename into place) and serve; raises OSError."""
-        listener = self._bind()
-        self.server = StreamServer(listener, self._handle, spawn=gevent.pool.Pool(MAX_CONNECTIONS))
-        self.server.start()
+        self.listener = self._bind()
+        self.acceptor = threading.Thread(target=self._accept_loop, args=(self.listener,), name="ipc-accept",
+                                         daemon=True)
+        self.acceptor.start()
         _log.info("IPC socket bound at %s", self.path)
 
     def stop(self, timeout=5.0):
-        """Stop intake, let running ops finish within timeout, then kill them."""
-        if self.server is not None:
-            self.server.stop(timeout=1.0)
-        self.running.join(timeout=timeout)
-        self.running.kill(timeout=1.0)
+        """Stop intake, let running ops finish within timeout, then close every connection.
+
+        Threads cannot be killed: a request still running after timeout is left to end
+        on its own (its reply goes nowhere); the process may exit under it.
+        """
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            _shutdown(listener)
+            listener.close()
+            self.acceptor.join(timeout=1.0)
+        if not self.running.join(timeout):
+            _log.warning("%d IPC requests still running after %g s", self.running.count, timeout)
+        for conn in list(self.connections):
+            _shutdown(conn.sock)
+        self.readers.join(1.0)
         try:
             self.seam.unlink(self.path)
         except OSError:
             pass
+
+    def _accept_loop(self, listener):
+        while self.listener is listener:
+            self.readers.reserve()
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                self.readers.unreserve()
+                if self.listener is listener:
+                    _log.exception("IPC accept failed")
+                    time.sleep(0.1)
+                continue
+            self.readers.start(f"ipc-conn-{sock.fileno()}", self._handle, sock)
 
     def _bind(self):
         directory = os.path.dirname(self.path)
@@ -105,20 +135,23 @@ class IpcServer:
         except OSError:
             return False
 
-    def _handle(self, sock, address):
-        peer = Peer.of(sock)
-        if not self.allowed(peer):
-            audit(None, peer, "refused_peer", peer_gid=peer.gid)
-            sock.close()
-            return
-        conn = _Connection(sock)
+    def _handle(self, sock):
         try:
-            while self._read_one(conn, peer):
-                pass
+            peer = Peer.of(sock)
+            if not self.allowed(peer):
+                audit(None, peer, "refused_peer", peer_gid=peer.gid)
+                return
+            conn = _Connection(sock)
+            self.connections.add(conn)
+            try:
+                while self._read_one(conn, peer):
+                    pass
+            finally:
+                # wait until the replies of requests still running are written (a half-closed peer gets them)
+                conn.idle.wait()
+                self.connections.discard(conn)
         finally:
-            # StreamServer closes the socket when this handler returns: wait until the
-            # replies of requests still running are written (a half-closed peer gets them).
-            conn.idle.wait()
+            sock.close()
 
     def _read_one(self, conn, peer):
         """Read and dispatch one frame; False when the connection is done."""
@@ -133,7 +166,7 @@ class IpcServer:
             conn.send(ipc.error_reply(None, "frame_too_large", str(exc)))
             audit(None, peer, "frame_too_large", started)
             return False
-        except (ipc.FrameError, gevent.Timeout, OSError) as exc:
+        except (ipc.FrameError, OSError) as exc:      # TimeoutError is an OSError
             audit(None, peer, "garbage_frame", started, reason=str(exc)[:200])
             return False
         request, error = ipc.load_request(message)
@@ -143,7 +176,8 @@ class IpcServer:
             audit(_op_name(message), peer, "invalid_argument", started)
             return True
         conn.started()
-        self.running.spawn(self._serve, conn, peer, request, started)
+        self.running.reserve()
+        self.running.start(f"ipc-op-{request['id'][:16]}", self._serve, conn, peer, request, started)
         return True
 
     def _serve(self, conn, peer, request, started):
@@ -175,22 +209,26 @@ class _Connection:
 
     def __init__(self, sock):
         self.sock = sock
-        self.write_lock = gevent.lock.Semaphore()
+        self.write_lock = threading.Lock()
+        self.count_lock = threading.Lock()
         self.pending = 0
-        self.idle = gevent.event.Event()
+        self.idle = threading.Event()
         self.idle.set()
 
     def recv_exact(self, count, timeout):
+        """count bytes within timeout seconds (None: no limit); raises TimeoutError, FrameError."""
         chunks, left = [], count
-        with gevent.Timeout(timeout):
-            while left:
-                chunk = self.sock.recv(min(left, 65536))
-                if not chunk:
-                    if left == count and count == 4:
-                        return None
-                    raise ipc.FrameError("connection closed inside a frame")
-                chunks.append(chunk)
-                left -= len(chunk)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while left:
+            if deadline is not None and not _readable(self.sock, deadline - time.monotonic()):
+                raise TimeoutError(f"frame not complete within {timeout:g} s")
+            chunk = self.sock.recv(min(left, 65536))
+            if not chunk:
+                if left == count and count == 4:
+                    return None
+                raise ipc.FrameError("connection closed inside a frame")
+            chunks.append(chunk)
+            left -= len(chunk)
         return b"".join(chunks)
 
     def send(self, reply):
@@ -205,10 +243,68 @@ class _Connection:
                 pass  # the peer left; the op's effect stands and was audited
 
     def started(self):
-        self.pending += 1
-        self.idle.clear()
+        with self.count_lock:
+            self.pending += 1
+            self.idle.clear()
 
     def done(self):
-        self.pending -= 1
-        if self.pending == 0:
-            self.idle.set()
+        with self.count_lock:
+            self.pending -= 1
+            if self.pending == 0:
+                self.idle.set()
+
+
+class _Threads:
+    """A bounded set of daemon threads: reserve a slot (blocks when full), start, join all."""
+
+    def __init__(self, limit):
+        self.slots = threading.BoundedSemaphore(limit)
+        self.changed = threading.Condition()
+        self.count = 0
+
+    def reserve(self):
+        self.slots.acquire()
+
+    def unreserve(self):
+        self.slots.release()
+
+    def start(self, name, func, *args):
+        with self.changed:
+            self.count += 1
+        try:
+            threading.Thread(target=self._run, args=(func, args), name=name, daemon=True).start()
+        except RuntimeError:  # cannot start a thread: the slot is given back, the work dropped
+            _log.exception("cannot start %s", name)
+            self._finished()
+
+    def join(self, timeout):
+        """True when every thread ended within timeout."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.count == 0, timeout)
+
+    def _run(self, func, args):
+        try:
+            func(*args)
+        except Exception:  # the thread's owner logs; the server goes on
+            _log.exception("IPC thread failed")
+        finally:
+            self._finished()
+
+    def _finished(self):
+        with self.changed:
+            self.count -= 1
+            self.changed.notify_all()
+        self.slots.release()
+
+
+def _readable(sock, seconds):
+    # select, not settimeout: a socket timeout would also bound the op threads' sendall
+    return bool(select.select([sock], [], [], max(0.0, seconds))[0])
+
+
+def _shutdown(sock):
+    # wakes a thread blocked in accept()/recv() on it (close() alone does not, on Linux)
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass

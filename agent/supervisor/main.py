@@ -11,10 +11,7 @@ import os
 import signal
 import sys
 
-import gevent.event
-
 from agent import exitcodes, log, sdnotify
-from agent.supervisor.arbiter import Arbiter, WorkerSpec
 from agent.supervisor.dispatch import OpDispatcher
 from agent.supervisor.ipc_server import IpcServer
 from agent.supervisor.ops import Host
@@ -76,15 +73,41 @@ def supervisor_main(cfg):
     except OSError as exc:
         _log.error("cannot bind %s: %s", cfg.supervisor_socket, exc)
         return exitcodes.FAILURE
-    stop = gevent.event.Event()
-    handlers = [gevent.signal_handler(signum, stop.set) for signum in (signal.SIGTERM, signal.SIGINT)]
     try:
-        stop.wait()
+        signum = wait_for_signal((signal.SIGTERM, signal.SIGINT))
+        _log.info("signal %s: stopping", signal.Signals(signum).name)
     finally:
-        for handler in handlers:
-            handler.cancel()
         supervisor.stop()
     return exitcodes.OK
+
+
+def wait_for_signal(signums):
+    """Block the main thread until one of signums arrives; returns it.
+
+    No gevent here (the ``supervisor`` role runs on threads): the handlers do
+    nothing at all, and the interpreter writes each signal's number to a wakeup
+    pipe (signal.set_wakeup_fd) that this thread reads, so a signal arriving at
+    any moment, on any thread, is never missed.
+    """
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    previous_fd = signal.set_wakeup_fd(write_end)
+    previous = {signum: signal.signal(signum, _record_only) for signum in signums}
+    try:
+        while True:
+            for number in os.read(read_end, 64):
+                if number in signums:
+                    return signal.Signals(number)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(read_end)
+        os.close(write_end)
+
+
+def _record_only(signum, frame):
+    pass   # the wakeup pipe carries the signal (STYLE: handlers only record)
 
 
 def run_main(cfg, config_file=None, in_process=None, worker_argv=None, seam=None, **arbiter_options):
@@ -99,6 +122,7 @@ def run_main(cfg, config_file=None, in_process=None, worker_argv=None, seam=None
         if in_process is None:
             return exitcodes.NO_PERMISSION
         return in_process()
+    from agent.supervisor.arbiter import Arbiter   # gevent's: only `run` mode needs it
     supervisor = Supervisor(cfg, seam)
     if supervisor.worker is None:
         _log.error("WORKER_USER %r does not exist (create it, or set WORKER_USER)", cfg.worker_user)
@@ -125,6 +149,7 @@ def default_worker_argv(config_file=None):
 
 def worker_spec(supervisor, argv):
     """Who the child runs as: WORKER_USER, its group, plus docker and the socket's group."""
+    from agent.supervisor.arbiter import WorkerSpec
     pw, seam = supervisor.worker, supervisor.seam
     extra = []
     for gid in (_gid(seam, "docker"), supervisor.server.group_gid):

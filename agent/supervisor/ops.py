@@ -13,6 +13,7 @@ import os
 import stat
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
@@ -49,12 +50,19 @@ class Host:
     worker_status: dict = field(default_factory=dict)
     package_deadline: float = packages.DEADLINE
     _packages: object = field(default=None, repr=False)
+    _lock: object = field(default_factory=threading.Lock, repr=False)
 
     def package_runner(self):
         """The one PackageRunner (made on first use, with the seam in place then)."""
-        if self._packages is None:
-            self._packages = packages.PackageRunner(self.seam, self.package_deadline)
-        return self._packages
+        with self._lock:
+            if self._packages is None:
+                self._packages = packages.PackageRunner(self.seam, self.package_deadline)
+            return self._packages
+
+
+# Requests run on threads: edits of one file (authorized_keys, the update store) take turns.
+_SSH_KEYS = threading.Lock()
+_UPDATE = threading.Lock()
 
 
 class Call:
@@ -225,12 +233,13 @@ def _start_uninstall(seam, argv):
 
 
 class UpdateInstallArgs(RequestSchema):
-    version = StrictString(required=True, validate=validate.Regexp(r"^v?\d+\.\d+\.\d+(\.dev\d+)?$"))
-    file_name = StrictString(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.+~-]{0,127}\.deb$"))
+    version = StrictString(required=True, validate=validate.Regexp(r"^v?\d+\.\d+\.\d+(\.dev\d+)?\Z"))
+    file_name = StrictString(required=True, validate=validate.Regexp(r"^[A-Za-z0-9][A-Za-z0-9_.+~-]{0,127}\.deb\Z"))
 
 
 def update_install(call, args):
-    return update.install_op(call, args)
+    with _UPDATE:
+        return update.install_op(call, args)
 
 
 class WorkerStatusArgs(RequestSchema):
@@ -276,7 +285,7 @@ class SshAddArgs(RequestSchema):
 
 class SshRemoveArgs(RequestSchema):
     user = StrictString(required=True, validate=validate.Length(min=1, max=32))
-    fingerprint = StrictString(load_default=None, validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}$"))
+    fingerprint = StrictString(load_default=None, validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}\Z"))
     public_key = PublicKeyField(load_default=None)
 
     @validates_schema
@@ -298,13 +307,15 @@ def ssh_add(call, args):
     key = args["public_key"]
     if args["comment"] is not None:
         key.comment = args["comment"]
-    added = _key_file(call, args["user"]).add(key)
+    with _SSH_KEYS:
+        added = _key_file(call, args["user"]).add(key)
     return {"user": args["user"], "fingerprint": key.fingerprint, "added": added}
 
 
 def ssh_remove(call, args):
     fingerprint = args["fingerprint"] or args["public_key"].fingerprint
-    removed = _key_file(call, args["user"]).remove(fingerprint)
+    with _SSH_KEYS:
+        removed = _key_file(call, args["user"]).remove(fingerprint)
     return {"user": args["user"], "fingerprint": fingerprint, "removed": removed}
 
 

@@ -20,10 +20,8 @@ when nobody reads (and survives a supervisor that stops before it).
 import os
 import signal
 import subprocess
-import tempfile
 import threading
 import time
-import uuid
 
 from agent import log
 from agent.errors import AgentError
@@ -37,7 +35,7 @@ class PackageRun:
     """One run of a manager's steps; ``outcome()`` is a JSON-able dict at any time."""
 
     def __init__(self, manager, steps, env):
-        self.id = uuid.uuid4().hex[:16]
+        self.id = os.urandom(8).hex()
         self.manager, self.steps, self.env = manager, steps, env
         self.started_at, self.finished_at = time.time(), None
         self.state = "running"      # running | succeeded | failed | terminated | error
@@ -108,6 +106,7 @@ class PackageRunner:
 
     def _step(self, run, argv, deadline):
         """Run one step to its end; False when the run stops here."""
+        import tempfile   # at use: an idle supervisor does without (issue 19)
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             try:
                 proc = self.seam.start(argv, env=run.env, stdout=out, stderr=err)

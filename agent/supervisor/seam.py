@@ -8,11 +8,9 @@ rebooting the machine (decisions 41).
 """
 
 import contextlib
-import ctypes
 import grp
 import os
 import pwd
-import shutil
 import subprocess  # cooperative under gevent's patches (`run` mode), plain threads otherwise
 from dataclasses import dataclass
 
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 TAIL_BYTES = 4096
 
-_libc = ctypes.CDLL(None, use_errno=True)
+_libc = None   # ctypes and shutil load at first use: an idle supervisor does without (issue 19)
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ class HostSeam:
         return subprocess.Popen(list(argv), **kwargs)
 
     def which(self, name):
+        import shutil
         return shutil.which(name, path=BASE_ENV["PATH"])
 
     def kill(self, pid, signum):
@@ -122,7 +121,16 @@ def _set_fs_ids(uid, gid):
     # setfsgid first while the fs uid is still privileged; both return the
     # previous value and never fail loudly, so the result is read back (-1 is
     # an invalid id that only queries).
-    _libc.setfsgid(gid)
-    _libc.setfsuid(uid)
-    if _libc.setfsuid(-1) != uid or _libc.setfsgid(-1) != gid:
+    libc = _load_libc()
+    libc.setfsgid(gid)
+    libc.setfsuid(uid)
+    if libc.setfsuid(-1) != uid or libc.setfsgid(-1) != gid:
         raise PermissionError(f"cannot act as uid {uid} gid {gid}")
+
+
+def _load_libc():
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    return _libc

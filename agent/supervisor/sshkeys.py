@@ -10,13 +10,8 @@ written to a temporary file and renamed over the old one (atomic replace).
 
 import base64
 import binascii
-import hashlib
 import os
-import secrets
 import stat
-
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from agent.errors import AgentError
 
@@ -37,6 +32,7 @@ class PublicKey:
     @property
     def fingerprint(self):
         """OpenSSH's ``SHA256:`` fingerprint: unpadded base64 of the blob's SHA-256."""
+        import hashlib    # at use: it loads OpenSSL (issue 19, an idle supervisor's memory)
         digest = hashlib.sha256(self.blob).digest()
         return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
@@ -81,6 +77,9 @@ def _check_key(key_type, blob, b64):
     length = int.from_bytes(blob[:4], "big") if len(blob) >= 4 else -1
     if blob[4:4 + length] != key_type.encode():
         raise ValueError(f"key data does not hold a {key_type} key")
+    # imported at use: cryptography is a third of an idle supervisor's memory (issue 19)
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
     try:
         key = load_ssh_public_key(f"{key_type} {b64}".encode())
     except (ValueError, TypeError) as exc:
@@ -186,7 +185,7 @@ class KeyFile:
         return [line for line in data.decode("utf-8", "replace").splitlines() if line.strip()]
 
     def _replace(self, ssh_fd, lines):
-        temp = f".{FILE_NAME}.pulseup-{secrets.token_hex(6)}"
+        temp = f".{FILE_NAME}.pulseup-{os.urandom(6).hex()}"
         fd = self.seam.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=ssh_fd)
         try:
             with os.fdopen(fd, "wb") as handle:

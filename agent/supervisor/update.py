@@ -22,16 +22,13 @@ venv. The op's functions import the agent's modules where they are used.
 
 import argparse
 import glob
-import hashlib
 import json
 import os
-import shutil
 import socket
 import stat
 import struct
 import subprocess
 import sys
-import tempfile
 import time
 
 STORE_DIR = "/var/lib/pulseup-agent/updates"
@@ -66,6 +63,8 @@ def install_op(call, args, store=STORE_DIR):
     missing or not a regular file), integrity_error (signature, version,
     size or sha256 mismatch).
     """
+    import shutil     # at use, like hashlib and tempfile: an idle supervisor does without (issue 19)
+    import tempfile
     from agent.protocol import update as manifests
     version = manifests.normalize(args["version"])
     sources = _open_spool(call, args["file_name"])
@@ -150,6 +149,7 @@ def _verify(cfg, names, version):
 
 
 def _sha256(path):
+    import hashlib    # loads OpenSSL: 3.5 MB an idle supervisor does not need (issue 19)
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(1024 * 1024):
@@ -180,6 +180,7 @@ def previous_package(store, installed, archives="/var/cache/apt/archives"):
         found = sorted(glob.glob(os.path.join(directory, f"{PACKAGE}_{installed}_*.deb")))
         if found:
             if directory != store:
+                import shutil
                 shutil.copy(found[0], store)
                 return os.path.join(store, os.path.basename(found[0]))
             return found[0]
@@ -191,6 +192,8 @@ def previous_package(store, installed, archives="/var/cache/apt/archives"):
 
 def helper_argv(cfg, store, new, old, version):
     """argv of the detached helper: a root-only copy of this file, outside the service's cgroup."""
+    import shutil
+    import tempfile
     directory = tempfile.mkdtemp(prefix="helper-", dir=store)
     copy = os.path.join(directory, "update_helper.py")
     shutil.copyfile(__file__, copy)

@@ -272,3 +272,20 @@ def test_rebinding_replaces_a_stale_socket(server, host, test_user):
         assert still_serving(again.path)
     finally:
         again.stop(timeout=1)
+
+
+def test_a_frame_that_stalls_is_dropped(server, audit, monkeypatch):
+    monkeypatch.setattr("agent.supervisor.ipc_server.BODY_TIMEOUT", 0.3)
+    with connect(server.path) as sock:
+        sock.sendall(struct.pack(">I", 100) + b'{"id":')       # and nothing more
+        assert recv(sock) is None                                # closed after BODY_TIMEOUT
+    assert audit.records[-1].decision == "garbage_frame" and "within" in audit.records[-1].reason
+    assert still_serving(server.path)
+
+
+def test_stop_closes_idle_connections(host, server):
+    with connect(server.path) as sock:
+        assert still_serving(server.path)
+        server.stop(timeout=1)
+        assert recv(sock) is None                                # the idle peer sees the end
+    assert server.readers.count == 0 and not os.path.exists(server.path)

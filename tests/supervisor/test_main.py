@@ -4,6 +4,8 @@ import os
 import shutil
 import signal
 import socket as stdsocket
+import subprocess
+import sys
 import time
 
 import gevent
@@ -14,6 +16,7 @@ from agent import exitcodes
 from agent.protocol import ipc
 from agent.supervisor import main
 from tests.supervisor.test_arbiter import FAKE, PYTHON, events, starts, wait_for
+from tests.supervisor.test_ipc_server import run_peer
 
 
 @pytest.fixture
@@ -102,15 +105,52 @@ def test_run_mode_end_to_end_with_a_fake_worker(cfg, test_user, work, notify):
     assert all(not os.path.exists(f"/proc/{s['pid']}") for s in starts(work))
 
 
+def start_supervisor_process(cfg, test_user, notify_path):
+    """``python -m agent supervisor`` as its own process, the way the packaged unit starts it."""
+    env = {"PATH": os.environ["PATH"], "SUPERVISOR_SOCKET": cfg.supervisor_socket, "STATE_DIR": cfg.state_dir,
+           "WORKER_USER": test_user.pw_name, "WORKER_GROUP": test_user.pw_name, "NOTIFY_SOCKET": notify_path,
+           "LOG_LEVEL": "INFO"}
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    return subprocess.Popen([sys.executable, "-m", "agent", "--config", os.devnull, "supervisor"], cwd=root,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def loaded_libraries(pid):
+    with open(f"/proc/{pid}/maps") as maps:
+        return {line.split()[-1] for line in maps if "/" in line}
+
+
 @needs_root
-def test_supervisor_main_serves_until_sigterm(cfg, test_user, notify):
-    cfg = cfg.replace(worker_user=test_user.pw_name, worker_group=test_user.pw_name)
-    runner = gevent.spawn(main.supervisor_main, cfg)
-    deadline = time.monotonic() + 10
-    while "READY=1\nSTATUS=IPC socket bound" not in notify():
-        assert time.monotonic() < deadline
-        gevent.sleep(0.05)
-    assert call_as_root(cfg.supervisor_socket, "worker.status", {"connected": False, "version": "1"})["ok"]
-    os.kill(os.getpid(), signal.SIGTERM)
-    assert runner.get(timeout=10) == exitcodes.OK
+def test_supervisor_process_serves_on_threads_until_sigterm(cfg, test_user, notify, monkeypatch):
+    proc = start_supervisor_process(cfg, test_user, os.environ["NOTIFY_SOCKET"])
+    try:
+        deadline = time.monotonic() + 30
+        while "READY=1\nSTATUS=IPC socket bound" not in notify():
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        # issue 19: the supervisor role never loads gevent (nor OpenSSL) while idle
+        assert not [lib for lib in loaded_libraries(proc.pid) if "gevent" in lib or "libcrypto" in lib]
+        assert call_as_root(cfg.supervisor_socket, "worker.status", {"connected": False, "version": "1"})["ok"]
+        assert run_peer(cfg.supervisor_socket, user=test_user.pw_name, group=test_user.pw_gid)["reply"]["ok"]
+        peers = [gevent.spawn(run_peer, cfg.supervisor_socket, user=test_user.pw_name, group=test_user.pw_gid)
+                 for _ in range(4)]
+        assert all(p.get(timeout=60)["reply"]["ok"] for p in peers)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == exitcodes.OK, output
     assert "STOPPING=1" in notify() and not os.path.exists(cfg.supervisor_socket)
+    assert "signal SIGTERM: stopping" in output
+
+
+def test_supervisor_imports_no_gevent_crypto_or_openssl():
+    # issue 19: what an idle `supervisor` loads; cryptography, hashlib and tempfile load at use
+    code = ("import sys; sys.argv = ['pulseup-agent', '--config', '/dev/null', 'supervisor']; import agent.cli, "
+            "agent.supervisor.main; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('gevent', 'cryptography', 'hashlib', '_hashlib', 'ssl', 'tempfile', 'greenlet')); print(bad)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
