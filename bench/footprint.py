@@ -6,7 +6,8 @@ loops are the same), connected to an in-process devserver. After ``--idle`` seco
 default, not the issue's 60 s, to keep ``bench.run`` under 10 minutes) it reports its RSS and
 its CPU use over the idle window. Baseline, in the same run: a process holding one idle TLS
 WebSocket with websocket-client under gevent (the least an agent can be). The supervisor
-(``python -m agent supervisor``, root, private socket path) is measured the same way.
+(``python -m agent supervisor``, root, private socket path) is measured the same way against
+its own baseline: a bare interpreter holding one Unix socket (issue 19: goal <= 20 MB).
 
     .venv/bin/python -m bench.footprint [--idle 20]
 """
@@ -43,13 +44,19 @@ def start_baseline(work):
     return echo, client
 
 
+BARE = "import socket, time\ns = socket.socket(socket.AF_UNIX)\nwhile True:\n    time.sleep(3600)\n"
+
+
 def start_supervisor(work):
+    """(supervisor, bare baseline) processes; (None, None) unless root (the supervisor refuses)."""
     if os.geteuid() != 0:
-        return None
+        return None, None
     env = common.python_env(SUPERVISOR_SOCKET=os.path.join(work, "run", "supervisor.sock"),
                             STATE_DIR=os.path.join(work, "supervisor-state"), LOG_LEVEL="WARNING")
-    return subprocess.Popen([sys.executable, "-m", "agent", "--config", os.devnull, "supervisor"],
-                            cwd=common.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    supervisor = subprocess.Popen([sys.executable, "-m", "agent", "--config", os.devnull, "supervisor"],
+                                  cwd=common.ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    bare = subprocess.Popen([sys.executable, "-c", BARE], cwd=common.ROOT, env=common.python_env())
+    return supervisor, bare
 
 
 def run(idle):
@@ -58,10 +65,10 @@ def run(idle):
     try:
         worker, _uid = lab.start_worker("footprint")
         echo, client = start_baseline(lab.work)
-        supervisor = start_supervisor(lab.work)
-        extra = [p for p in (echo, client, supervisor) if p is not None]
+        supervisor, bare = start_supervisor(lab.work)
+        extra = [p for p in (echo, client, supervisor, bare) if p is not None]
         gevent.sleep(SETTLE)     # start-up work (imports, first samples) is not idle time
-        pids = [worker.pid, client.pid] + ([supervisor.pid] if supervisor else [])
+        pids = [worker.pid, client.pid] + ([supervisor.pid, bare.pid] if supervisor else [])
         figures = idle_figures(pids, idle)
     finally:
         for proc in extra:
@@ -73,9 +80,10 @@ def run(idle):
     common.report(BENCH, "worker RSS", w_rss / 1024, "MiB", b_rss / 1024, note=note)
     common.report(BENCH, "worker idle CPU", w_cpu, "% core", b_cpu, note=note)
     if supervisor is not None:
-        s_rss, s_cpu = figures[supervisor.pid]
-        common.report(BENCH, "supervisor RSS", s_rss / 1024, "MiB", b_rss / 1024, note=note)
-        common.report(BENCH, "supervisor idle CPU", s_cpu, "% core", b_cpu, note=note)
+        (s_rss, s_cpu), (p_rss, p_cpu) = figures[supervisor.pid], figures[bare.pid]
+        note = f"after {idle:g} s idle; baseline: bare python holding one Unix socket; goal <= 20 MiB"
+        common.report(BENCH, "supervisor RSS", s_rss / 1024, "MiB", p_rss / 1024, note=note)
+        common.report(BENCH, "supervisor idle CPU", s_cpu, "% core", p_cpu, note=note)
     return 0
 
 
