@@ -1,0 +1,66 @@
+"""Helpers of the hostile-repository tests: the agent, its repositories and its deploys."""
+import os
+
+import pytest
+
+from agent import config
+from agent.errors import AgentError
+from tests.integration.harness.agentkit import InProcessAgent
+
+MODULES = ("agent.handlers.lifecycle", "agent.handlers.deploy")
+BASE = """\
+services:
+  web:
+    image: pulseup-test/appbase:latest
+    stop_grace_period: 1s
+    command: ["sh", "-c", "while true; do sleep 1; done"]
+"""
+
+
+def make_cfg(root, docker_host, git_server, **extra):
+    return config.defaults().replace(
+        state_dir=os.path.join(root, "state"), cert_dir=os.path.join(root, "certs"), docker_host=docker_host,
+        apps_dir=os.path.join(root, "apps"), deployment_dir=os.path.join(root, "deployments"),
+        deployment_log_dir=os.path.join(root, "logs"), allow_insecure_transport=True,
+        pulseup_git_allowed_hosts=(f"127.0.0.1:{git_server.port}",), **extra)
+
+
+def start_agent(cfg):
+    """The agent, with a private key where the real one lives (a target of the hostile files)."""
+    os.makedirs(cfg.state_dir, exist_ok=True)
+    os.makedirs(cfg.cert_dir, mode=0o700, exist_ok=True)
+    with open(os.path.join(cfg.cert_dir, "agent.key"), "w") as handle:
+        handle.write("-----BEGIN PRIVATE KEY-----\nnot a real key\n-----END PRIVATE KEY-----\n")
+    agent = InProcessAgent(cfg, MODULES)
+    try:
+        agent.services.compose.command()
+    except AgentError as exc:  # never a skip: the compose method is part of the agent
+        agent.close()
+        pytest.fail(f"docker compose or Debian's docker-compose is needed: {exc.message}")
+    return agent
+
+
+def push(git_server, uid, files, symlinks=None):
+    """A repository holding ``files`` and ``symlinks`` ({path: target}); returns the sha."""
+    git_server.add_repo(uid, files)
+    src = os.path.join(git_server.dir, "src", f"{uid}.git")
+    for path, target in (symlinks or {}).items():
+        os.symlink(target, os.path.join(src, path))
+    return git_server.commit(uid, {}, message="symlinks") if symlinks else None
+
+
+def deploy(agent, git_server, uid, sha=None, env_vars=None):
+    data = {"service_uid": uid, "deployment_uid": f"{uid}-1", "github_repo": f"{git_server.base_url}/{uid}.git",
+            "access_token": git_server.token, "github_branch": "main", "health_timeout_seconds": 30,
+            "env_vars": env_vars or {"GREETING": "hi"}, "service": {"deployment_method": "docker-compose"}}
+    if sha:
+        data["commit_sha"] = sha
+    return agent.call("service.app.deploy", data)
+
+
+def running(docker_client):
+    return {c.id for c in docker_client.containers.list()}
+
+
+def project_containers(docker_client, uid):
+    return docker_client.containers.list(all=True, filters={"label": f"com.docker.compose.project=pulseup-{uid}"})
