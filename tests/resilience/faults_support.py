@@ -34,6 +34,7 @@ from harness import DockerDaemon, GitServer, free_port, images, require_service,
 from harness.process import ManagedProcess, _die_with_parent, search_path  # noqa: E402
 
 NETWORK = "pulseup-net"
+FAULT_ENV = "PULSEUP_FAULT_KILL_AT"     # agent/services/interrupted.py
 GIT_TOKEN = "ghp_CanaryGit" + secrets.token_hex(12)        # distinctive: found only if leaked
 DB_PASSWORD = "Canary-DbPw-" + secrets.token_hex(10)
 ENV_SECRET = "Canary-EnvVal-" + secrets.token_hex(10)
@@ -248,6 +249,22 @@ class WorkerProcess:
 
     def call(self, event, data, timeout=180, call_id=None):
         return self.devserver.call(self.uid, event, data, timeout=timeout, call_id=call_id)
+
+    def crash_at(self, point):
+        """From the next start, the worker SIGKILLs itself when an operation records the phase
+        ``point`` ("deploy:cleanup"...; agent/services/interrupted.py); None: never."""
+        if point is None:
+            self.settings.pop(FAULT_ENV, None)
+        else:
+            self.settings[FAULT_ENV] = point
+
+    def wait_crashed(self, timeout=300):
+        """Wait until the worker killed itself at its crash point (SIGKILL, nothing else)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker did not reach its crash point:\n{self.output()[-3000:]}") from None
+        assert code == -signal.SIGKILL, f"worker exited with {code}:\n{self.output()[-3000:]}"
 
     def kill(self):
         """SIGKILL: no cleanup code of the worker runs."""

@@ -47,11 +47,15 @@ def test_sigkill_during_deploy(fault_env, worker):
         assert fs.app_answer(env, active) == "version one\n"
 
         worker.start()
-        reply = call.get(timeout=60)
-        assert (reply["success"], reply["code"], reply["error"]) == (False, "internal", RESTARTED)
+        reply = call.get(timeout=120)
+        # killed in the readiness gate, before switch_traffic: the candidate goes, version one serves
+        assert (reply["success"], reply["code"]) == (False, "internal")
+        assert reply["error"].startswith(RESTARTED + "; ") and f"{active} serves" in reply["error"], reply
         final = worker.wait_frame("update_deployment_status",
                                   lambda d: d.get("deployment_uid") == "dep-2" and d["status"] != "in_progress")
-        assert (final["status"], final["code"], final["error"]) == ("failed", "internal", RESTARTED)
+        assert (final["status"], final["code"]) == ("failed", "internal")
+        assert final["error"] == reply["error"]
+        assert fs.service_containers(env, uid) == [active]
         assert fs.app_answer(env, active) == "version one\n"
 
         # the next deploy succeeds: the killed one's candidate does not get in the way

@@ -98,10 +98,11 @@ def _run(ctx, adapter, cfg, target, path, safety_backup, journal):
     _phase(journal, "restoring", safety_backup_path=safety_path)
     provision.service_status(ctx, target.service_uid, "deploying", message="Restoring database from backup")
     try:
+        writing = lambda: _phase(journal, "writing")    # noqa: E731 - at the point of no return
         if target.engine.name == "redis":
-            _restore_redis(ctx, adapter, target, path, manifest)
+            _restore_redis(ctx, adapter, target, path, manifest, writing)
         else:
-            _restore_stream(ctx, adapter, target, path, manifest)
+            _restore_stream(ctx, adapter, target, path, manifest, writing)
     except AgentError as exc:
         raise _failed(ctx, target, exc, safety_path) from exc
     provision.service_status(ctx, target.service_uid, "running", message="Database restored from backup")
@@ -128,7 +129,7 @@ def _failed(ctx, target, exc, safety_path):
     return AgentError(exc.code, message, field=exc.field, **details)
 
 
-def _restore_stream(ctx, adapter, target, path, manifest):
+def _restore_stream(ctx, adapter, target, path, manifest, writing=lambda: None):
     """Feed the decompressed dump to the restore tool's stdin; check its exit and the size."""
     script = target.engine.restore_script(manifest["database"], manifest["format"])
     decoder, stderr, sent = Decoder(path, manifest["compression"]), backup.StderrTail(), 0
@@ -142,6 +143,8 @@ def _restore_stream(ctx, adapter, target, path, manifest):
                     if sent == 0:
                         ctx.point_of_no_return()
                     stream.send(chunk)
+                    if sent == 0:
+                        writing()           # the first bytes are in the database's hands
                     sent += len(chunk)
             except AgentError as exc:
                 if exc.code != "command_failed":
@@ -169,13 +172,14 @@ def _drain(stream, stderr, timeout):
         stderr.add(data)
 
 
-def _restore_redis(ctx, adapter, target, path, manifest):
+def _restore_redis(ctx, adapter, target, path, manifest, writing=lambda: None):
     """Stop, replace /data/dump.rdb with a single-entry tar upload, start, wait for PONG."""
     for aof in ("/data/appendonlydir", "/data/appendonly.aof"):
         if adapter.path_exists(target.name, aof):
             raise AgentError("failed_precondition", f"redis keeps an append-only file ({aof}); "
                                                     "an RDB restore would be ignored")
     ctx.point_of_no_return()
+    writing()
     with docker_errors(f"stop {target.name}"):
         adapter.api.stop(target.name, timeout=REDIS_STOP_TIMEOUT)
     decoder = Decoder(path, manifest["compression"])
@@ -214,7 +218,7 @@ def recover(docker, record):
     name = record.get("container") or f"pulseup-db-{record['service_uid']}"
     details, started = {}, _ensure_running(docker, name)
     safety = record.get("safety_backup_path")
-    if record.get("phase") != "restoring":
+    if record.get("phase") not in ("restoring", "writing"):
         state = f"{name} runs" if started else f"{name} does not run"
         return ("running" if started else "failed",
                 f"database restore interrupted before the data was changed; {state}", details)
