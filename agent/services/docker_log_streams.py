@@ -147,9 +147,10 @@ class LogStream:
 
     def _switch(self, container):
         self.container = container
-        started = parse_docker_time((container.attrs.get("State") or {}).get("StartedAt"))
-        # the new container's output since it started (its candidate phase included)
-        self._tail, self._since = "all", started
+        # the new container's whole output (its candidate phase included): since its
+        # creation, not its StartedAt, which the engine records after the process may
+        # already have written its first lines (issue 18: they were lost at a swap)
+        self._tail, self._since = "all", parse_docker_time(container.attrs.get("Created"))
         self._info(f"Log stream switched to {container.name}")
 
     def _close_reader(self):
