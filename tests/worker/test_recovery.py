@@ -129,3 +129,57 @@ def test_a_second_crash_before_recovery_keeps_the_call_and_the_record(tmp_path, 
     status = next(f["data"] for f in frames if f.get("event") == "update_deployment_status")
     assert (status["status"], status["code"]) == ("failed", "internal")
     assert "pulseup-app-web-v0001 serves" in status["error"]
+
+
+def test_phase_records_survive_only_when_readable(tmp_path):
+    state = str(tmp_path)
+    log = interrupted.PhaseLog(state, "deploy", "deploy:d1", "web", call_id="c1", deployment_uid="d1")
+    log.phase("health_check", version=2)
+    assert interrupted.load_all(state) == [dict(log.record)]
+    directory = os.path.join(state, interrupted.DIRECTORY)
+    for name, body in (("garbage.json", b"{not json"), ("foreign.json", b'{"kind": "deploy"}'), ("x.tmp", b"")):
+        _touch_file(os.path.join(directory, name), body)
+    # a well-formed record under a name that is not its operation's: also refused
+    _touch_file(os.path.join(directory, "moved.json"),
+                json.dumps({"kind": "deploy", "operation_id": "deploy:other", "service_uid": "w"}).encode())
+    assert [r["operation_id"] for r in interrupted.load_all(state)] == ["deploy:d1"]
+    assert sorted(os.listdir(directory)) == [os.path.basename(interrupted._path(state, "deploy:d1"))]
+    log.close()
+    assert interrupted.load_all(state) == []
+
+
+def test_the_fault_hook_fires_only_at_its_phase(tmp_path, monkeypatch):
+    killed = []
+    monkeypatch.setenv(interrupted.FAULT_ENV, "deploy:cleanup")
+    monkeypatch.setattr(interrupted.os, "kill", lambda pid, sig: killed.append(sig))
+    log = interrupted.PhaseLog(str(tmp_path), "rollback", "rollback:web", "web")
+    log.phase("cleanup")
+    deploy = interrupted.PhaseLog(str(tmp_path), "deploy", "deploy:d1", "web")
+    deploy.phase("health_check")
+    assert killed == []
+    deploy.phase("cleanup")
+    assert killed == [interrupted.signal.SIGKILL]
+    assert {r["phase"] for r in interrupted.load_all(str(tmp_path))} == {"cleanup"}
+
+
+def test_install_and_database_deploy_report_a_terminal_service_status(tmp_path):
+    cfg = make_config(tmp_path, websocket_url="wss://127.0.0.1:1/ws/agent_v2")
+    os.makedirs(cfg.state_dir)
+    _write_operations(cfg, [{"operation_id": "install:web", "kind": "install", "service_uid": "web"},
+                            {"operation_id": "x", "kind": "install", "service_uid": "../etc"},
+                            {"operation_id": "y", "kind": "unknown", "service_uid": "web"}])
+    worker = Worker(cfg, identity=None)
+    try:
+        assert [r["operation_id"] for r in worker.recovery.pending] == ["install:web"]
+        _recover_with(worker, FakeDeploy(None))
+        frames = queued(worker)
+    finally:
+        worker.close()
+    status = [f["data"] for f in frames if f.get("event") == "update_service_status"]
+    assert [(s["service_uid"], s["status"]) for s in status] == [("web", "failed")]
+    assert "run it again" in status[0]["error"]
+
+
+def _touch_file(path, body):
+    with open(path, "wb") as handle:
+        handle.write(body)
