@@ -45,7 +45,7 @@ class Outbox:
         for record in self._journal.load():
             try:
                 self._replay_one(record)
-            except (KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, envelope.ProtocolError) as exc:
                 # never retried forever: an entry that cannot be sent is dropped for good
                 _log.error("dropping an outbox journal entry that cannot be replayed: %s", str(exc)[:200])
         self._compact()
