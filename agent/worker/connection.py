@@ -253,9 +253,12 @@ class Session:
             self.send(envelope.error_frame("invalid_message", "cancel needs data.call_id (a string)"))
             return
         try:
-            self.link.dispatcher.cancel(call_id)
+            outcome = self.link.dispatcher.cancel(call_id)
         except AgentError as exc:
             self.send(envelope.error_frame(exc.code, exc.message))
+            return
+        if outcome == "not_cancellable":   # past its point of no return: it completes
+            self.send(envelope.error_frame("not_cancellable", f"call {call_id[:64]} is past its point of no return"))
 
     def _is_authenticated(self):
         return self.authenticated.ready() and self.authenticated.successful()

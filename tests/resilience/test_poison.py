@@ -152,3 +152,22 @@ def test_fragmented_message_under_the_limit_is_served(devserver, start_agent):
     wait_for(lambda: any(f.get("type") == "pong" and f.get("data") == "fragmented-ok"
                          for f in devserver.received_frames(agent.uid)))
     assert agent.worker.link.reconnects == 0
+
+
+def test_cancel_past_the_point_of_no_return_answers_not_cancellable(devserver, start_agent):
+    from tests.unit.fakes import SLEEP_SPEC, _SleepRequest
+    agent = start_agent()
+
+    def committed(ctx, request):
+        ctx.point_of_no_return()
+        gevent.sleep(request["seconds"])
+        return {"done": True}
+    agent.commands.registry.add("test.committed", committed, _SleepRequest(), operation=SLEEP_SPEC)
+    call = gevent.spawn(devserver.call, agent.uid, "test.committed",
+                        {"service_uid": "s1", "seconds": 1.0}, timeout=20, call_id="committed-1")
+    wait_for(lambda: "committed-1" in agent.worker.dispatcher.running)
+    gevent.sleep(0.2)
+    devserver.cancel(agent.uid, "committed-1")
+    wait_for(lambda: any(e.get("code") == "not_cancellable" and "committed-1" in e.get("message", "")
+                         for e in error_frames(devserver, agent.uid)))
+    assert call.get(timeout=20)["data"] == {"done": True}   # it completes
