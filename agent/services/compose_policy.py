@@ -21,6 +21,7 @@ from agent.errors import AgentError
 ACCEPTED, CHECKED, REFUSED = "accepted", "checked", "refused"
 POLICY_ENV = "PULSEUP_COMPOSE_ALLOW_PRIVILEGED"
 PROXY_NETWORK = "pulseup-net"
+RESERVED_PREFIX = "pulseup-"   # the agent's names on pulseup-net: pulseup-caddy, pulseup-db-<uid>...
 
 TOP_LEVEL = {
     "version": ACCEPTED, "name": ACCEPTED, "services": CHECKED, "networks": CHECKED,
@@ -28,12 +29,12 @@ TOP_LEVEL = {
 }
 
 SERVICE = dict.fromkeys((
-    "annotations", "attach", "cap_drop", "command", "container_name", "cpu_count", "cpu_percent",
+    "annotations", "attach", "cap_drop", "command", "cpu_count", "cpu_percent",
     "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset",
     "depends_on", "develop", "dns", "dns_opt", "dns_search", "domainname", "entrypoint",
     "environment", "expose", "extra_hosts", "group_add", "healthcheck", "hostname", "image", "init",
     "isolation", "labels", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness",
-    "memswap_limit", "networks", "oom_kill_disable", "oom_score_adj", "pids_limit", "platform",
+    "memswap_limit", "oom_kill_disable", "oom_score_adj", "pids_limit", "platform",
     "ports", "profiles", "pull_policy", "read_only", "restart", "scale", "shm_size", "stdin_open",
     "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs", "tty", "ulimits", "user",
     "working_dir", "secrets", "configs",
@@ -41,7 +42,7 @@ SERVICE = dict.fromkeys((
 SERVICE.update(dict.fromkeys((
     "build", "volumes", "volumes_from", "env_file", "label_file", "extends", "links", "network_mode",
     "pid", "ipc", "uts", "userns_mode", "cgroup", "security_opt", "logging", "blkio_config", "deploy",
-    "post_start", "pre_stop", "runtime", "volume_driver", "privileged",
+    "post_start", "pre_stop", "runtime", "volume_driver", "privileged", "container_name", "networks",
 ), CHECKED))
 SERVICE.update(dict.fromkeys((
     "cap_add", "cgroup_parent", "credential_spec", "device_cgroup_rules", "devices",
@@ -202,6 +203,7 @@ def check_resolved(config, root, workdir=None, project=""):
     check_top_level(document)
     _check_include(scope, document.get("include"))
     for name, service in sorted(services.items()):
+        _check_name(f"service {name}", name)
         check_service_keys(name, service)
         check_service(scope, name, service or {})
     check_sections(scope, document)
@@ -218,6 +220,23 @@ def check_service(scope, name, service):
             check(scope, f"{where} {key}", value)
     for key in NAMESPACE_MODES:
         _check_namespace(scope, f"{where} {key}", key, service.get(key))
+
+
+def _check_name(where, name):
+    """Every service joins pulseup-net under its service name (and its container name): a
+    name of the agent's there would take part of another service's traffic."""
+    if str(name).lower().startswith(RESERVED_PREFIX):
+        refuse(where, f"names starting with {RESERVED_PREFIX!r} are reserved for the agent")
+
+
+def _check_container_name(scope, where, value):
+    _check_name(where, value)
+
+
+def _check_networks(scope, where, value):
+    """On pulseup-net the agent alone sets aliases and addresses."""
+    if isinstance(value, dict) and value.get(PROXY_NETWORK):
+        refuse(f"{where}.{PROXY_NETWORK}", "aliases and addresses on the agent's network are not allowed")
 
 
 def _check_privileged(scope, where, value):
@@ -386,7 +405,7 @@ _SERVICE_CHECKS = {
     "extends": _check_extends, "security_opt": _check_security_opt, "logging": _check_logging,
     "blkio_config": _check_blkio, "deploy": _check_deploy, "post_start": _check_hooks,
     "pre_stop": _check_hooks, "runtime": _check_runtime, "volume_driver": _check_volume_driver,
-    "privileged": _check_privileged,
+    "privileged": _check_privileged, "container_name": _check_container_name, "networks": _check_networks,
 }
 
 

@@ -100,9 +100,17 @@ def refused(call, *words):
     ({"build": {"context": ".", "privileged": True}}, ["build", "'privileged'"]),
     ({"build": {"context": ".", "entitlements": ["network.host"]}}, ["build", "'entitlements'"]),
     ({"unknown_key": 1}, ["unknown_key", "allowed list"]),
+    ({"container_name": "pulseup-db-victim"}, ["container_name", "reserved"]),
+    ({"networks": {"pulseup-net": {"aliases": ["pulseup-victim-web"]}}}, ["networks.pulseup-net"]),
+    ({"networks": {"pulseup-net": {"ipv4_address": "172.30.0.9"}}}, ["networks.pulseup-net"]),
 ])
 def test_every_reaching_field_is_refused(clone, service, words):
     refused(lambda: resolved(clone, {"image": "busybox", **service}), *words)
+
+
+def test_service_names_of_the_agent_are_reserved(clone):
+    document = {"services": {"pulseup-db-victim": {"image": "busybox"}}}
+    refused(lambda: policy.check_resolved(document, str(clone), str(clone), "pulseup-x"), "reserved")
 
 
 def test_symlink_in_the_clone_pointing_outside_is_refused(clone):
@@ -127,6 +135,7 @@ def test_a_safe_project_passes(clone):
         "env_file": ["./env"], "secrets": ["s"], "configs": [{"source": "c", "target": "/c"}],
         "environment": {"A": "$$HOME"}, "deploy": {"resources": {"limits": {"cpus": "0.5"}}},
         "blkio_config": {"weight": 300}, "runtime": "runc", "x-anything": {"privileged": True},
+        "container_name": "web-1", "networks": {"back": {"aliases": ["api"]}, "pulseup-net": None},
     }
     resolved(clone, service, volumes={"data": {"driver_opts": {"type": "none", "o": "bind", "device": f"{clone}/static"}},
                                       "cache": {"driver_opts": {"type": "tmpfs", "device": "tmpfs"}},

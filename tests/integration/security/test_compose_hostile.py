@@ -60,6 +60,10 @@ ROUTES = {
                                    {".env": "HOSTDIR=/\n"}, {}, ["volumes", "outside the repository"]),
     "automatic-override": (BASE, {"docker-compose.override.yml": "services:\n  web:\n    privileged: true\n"},
                            {}, ["privileged"]),
+    "alias-on-pulseup-net": (BASE + "    networks:\n      default:\n      pulseup-net: {aliases: [pulseup-caddy]}\n"
+                             "networks:\n  pulseup-net: {external: true}\n", {}, {}, ["networks.pulseup-net"]),
+    "reserved-service-name": (BASE.replace("  web:", "  pulseup-db-victim:"), {}, {},
+                              ["service pulseup-db-victim", "reserved"]),
     "unknown-key": (BASE + "    use_api_socket: true\n", {}, {}, ["use_api_socket", "allowed list"]),
 }
 
