@@ -6,7 +6,8 @@ for it:
 
 - a run has its own deadline (:data:`DEADLINE`, far longer than a healthy
   upgrade); only at that deadline is the running step sent SIGTERM, never
-  SIGKILL (dpkg finishes the package it is unpacking and exits; dpkg(1));
+  SIGKILL: a program told to stop can still write its status and release the
+  dpkg lock, a killed one cannot;
 - the caller waits at most its own timeout; when that expires it gets
   ``deadline_exceeded`` and the run goes on in the supervisor;
 - at most one run at a time: a request during a run waits for that run;
@@ -18,8 +19,6 @@ when nobody reads (and survives a supervisor that stops before it).
 """
 
 import os
-import signal
-import subprocess
 import threading
 import time
 
@@ -127,20 +126,26 @@ class PackageRunner:
         return True
 
     def _wait(self, run, proc, deadline):
-        """Wait for proc; at the deadline send SIGTERM once and wait for its end (never SIGKILL)."""
+        """Wait for proc; at the deadline send SIGTERM once and wait for its end (never SIGKILL).
+
+        A blocking wait plus a timer: no polling loop for the hour an upgrade may take.
+        """
+        fired = threading.Event()
+
+        def terminate():
+            fired.set()
+            _log.warning("package run %s: %s passed the deadline of %g s, sending SIGTERM", run.id, run.step,
+                         self.deadline, extra={"run_id": run.id, "pid": proc.pid})
+            self.seam.terminate(proc)
+
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), terminate)
+        timer.daemon = True
+        timer.start()
         try:
-            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-            return False
-        except subprocess.TimeoutExpired:
-            pass
-        _log.warning("package run %s: %s passed the deadline of %g s, sending SIGTERM", run.id, run.step,
-                     self.deadline, extra={"run_id": run.id, "pid": proc.pid})
-        try:
-            self.seam.kill(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-        return True
+            proc.wait()
+        finally:
+            timer.cancel()
+        return fired.is_set()
 
 
 def _tail(stream):

@@ -11,6 +11,7 @@ import contextlib
 import grp
 import os
 import pwd
+import signal
 import subprocess  # cooperative under gevent's patches (`run` mode), plain threads otherwise
 from dataclasses import dataclass
 
@@ -46,6 +47,10 @@ class HostSeam:
         """Start argv (never a shell) in its own session, output to the given files; the Popen."""
         return subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr,
                                 env={**BASE_ENV, **(env or {})}, close_fds=True, start_new_session=True)
+
+    def terminate(self, proc):
+        """SIGTERM to a started program unless it already ended (Popen.send_signal checks)."""
+        proc.send_signal(signal.SIGTERM)
 
     def spawn_detached(self, argv):
         """Start argv in its own session, not waited for (the packaged uninstall)."""

@@ -3,6 +3,7 @@
 import collections
 import itertools
 import os
+import signal
 import subprocess
 import threading
 
@@ -66,6 +67,9 @@ class RecordingSeam(HostSeam):
 
     def which(self, name):
         return f"/usr/bin/{name}" if name in self.present else None
+
+    def terminate(self, proc):
+        self.kill(proc.pid, signal.SIGTERM)
 
     def kill(self, pid, signum):
         self.killed.append((pid, signum))
