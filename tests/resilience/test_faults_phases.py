@@ -140,7 +140,8 @@ def test_restore_killed_at_phase(fault_env, home, devserver, phase):
     worker = fs.WorkerProcess(home, devserver, DB_IMAGE_POSTGRESQL=env.image("postgresql"))
     try:
         worker.start()
-        deployed = worker.call("database.deploy", {"service_uid": uid, "type": "postgresql", "password": fs.DB_PASSWORD})
+        deployed = worker.call("database.deploy", {"service_uid": uid, "type": "postgresql",
+                                                   "password": fs.DB_PASSWORD})
         assert deployed["success"], deployed
         container = env.client.containers.get(f"pulseup-db-{uid}")
         fs.exec_ok(container, ["psql", "-U", "admin", "-d", "app", "-qc", "CREATE TABLE t AS SELECT 1 AS id"])

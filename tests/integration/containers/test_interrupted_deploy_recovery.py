@@ -19,7 +19,8 @@ def _record(uid, phase, previous=None, candidate=None, version=2, kind="deploy")
 
 
 def _names(docker_client, uid):
-    return sorted(c.name for c in docker_client.containers.list(all=True, filters={"label": f"pulseup.service_uid={uid}"}))
+    found = docker_client.containers.list(all=True, filters={"label": f"pulseup.service_uid={uid}"})
+    return sorted(c.name for c in found)
 
 
 def _gone(docker_client, container):
