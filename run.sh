@@ -3,11 +3,22 @@
 # against it, show the agent's answers to agent.hardware.info and server.stats.live, and
 # leave both running until Ctrl-C.
 #
+# When a Docker engine is reachable (or with --docker, which as root installs docker.io and
+# starts a private dockerd), the agent then shows its main job: it deploys a sample app from a
+# local git repository behind its Caddy, deploys PostgreSQL and backs it up. Images are built
+# from this host's files; no registry is used (agent/devserver/demo.py).
+#
 # As root (the usual case on a fresh server) the agent runs as `pulseup-agent run`: the
 # root supervisor plus a worker child dropped to the `pulseup-dev` system user, from a venv
 # made with Debian's /usr/bin/python3 outside /root (decisions 36a). As another user it
 # runs the worker in-process as that user.
 set -euo pipefail
+FORCE_DOCKER=0
+case "${1:-}" in
+  --docker) FORCE_DOCKER=1 ;;
+  "") ;;
+  *) echo "usage: $0 [--docker]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")"
 SRC=$(pwd)
 LISTEN=${PULSEUP_DEMO_LISTEN:-127.0.0.1:8765}
@@ -53,8 +64,23 @@ cleanup() {
   printf '\nStopping the agent and the dev control plane...\n'
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -f "$DEMO/docker/dockerd.pid" ]; then   # the private engine the demo started
+    kill -TERM "$(cat "$DEMO/docker/dockerd.pid")" 2>/dev/null || true
+  fi
 }
 trap cleanup INT TERM EXIT
+
+FULL=0
+if [ "$FORCE_DOCKER" = 1 ] && [ "$(id -u)" = 0 ] && ! command -v dockerd >/dev/null; then
+  step "Installing docker.io, busybox-static, caddy and git (Debian packages)"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io containerd busybox-static caddy git
+fi
+step "Looking for a Docker engine for the full demo"
+start_docker=()
+[ "$FORCE_DOCKER" = 1 ] && [ "$(id -u)" = 0 ] && start_docker=(--start-docker)
+if DEMO_SETTINGS=$("$VENV/bin/python" -m agent.devserver.demo prepare --dir "$DEMO" --user "$USER_NAME" "${start_docker[@]}"); then
+  FULL=1
+fi
 
 step "Starting the dev control plane on https://$LISTEN (log: $DEMO/devserver.log)"
 "$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" >"$DEMO/devserver.log" 2>&1 &
@@ -81,6 +107,7 @@ AGENT_LOG_DIR=$DEMO/logs
 PULSEUP_BACKUP_DIR=$DEMO/backups
 LOG_FORMAT=text
 CONF
+[ "$FULL" = 1 ] && printf '%s\n' "$DEMO_SETTINGS" >>"$DEMO/agent.conf"
 [ "$(id -u)" = 0 ] && chgrp "$USER_NAME" "$DEMO/agent.conf"
 umask 022
 
@@ -112,6 +139,22 @@ cat <<MSG
 The agent and the dev control plane keep running. Try:
   $AGENT devserver --data-dir $DEMO/devserver --listen $LISTEN call $uid agent.ping '{"hello":"world"}'
   $AGENT devserver --data-dir $DEMO/devserver --listen $LISTEN events $uid
+  $AGENT --config $DEMO/agent.conf doctor
+MSG
+
+if [ "$FULL" = 1 ]; then
+  step "The main job: deploy an app, a database and a backup through the agent"
+  # in the foreground: it prints the URLs, then serves the sample repository until Ctrl-C
+  "$VENV/bin/python" -m agent.devserver.demo show --dir "$DEMO" --devserver-dir "$DEMO/devserver" \
+    --listen "$LISTEN" --uid "$uid" || echo "The demo stopped; the agent's log: $DEMO/agent.log" >&2
+else
+  cat <<MSG
+
+No Docker engine is reachable, so the demo stops at the answers above. For the full demo (an app
+deployed from a local git repository behind Caddy, PostgreSQL and a backup) start Docker, or run
+  sudo ./run.sh --docker
+which installs docker.io on Debian and starts a private engine for the demo.
 Stop with Ctrl-C.
 MSG
-wait
+  wait
+fi
