@@ -46,6 +46,7 @@ AUTO_OVERRIDES = ("docker-compose.override.yml", "docker-compose.override.yaml",
 PINNED_ENV = {"DOCKER_TLS_VERIFY": "", "DOCKER_CERT_PATH": "", "DOCKER_CONTEXT": "",
               "COMPOSE_FILE": "", "COMPOSE_PROJECT_NAME": "", "COMPOSE_PARAMIKO_SSH": "0"}
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+CONFIG_TIMEOUT = 120   # `compose config` only reads files: a FIFO planted in the clone must not hang it
 _log = log.get("compose")
 
 
@@ -129,7 +130,7 @@ class ComposeService:
 
         argv, _ = self.command()
         out = run_tool(argv + _file_args(plan) + ["config"], self.environment(), plan.workdir,
-                       what="compose config", capture=True)
+                       what="compose config", capture=True, timeout=CONFIG_TIMEOUT)
         try:
             config = yaml.safe_load(out) or {}
         except yaml.YAMLError as exc:

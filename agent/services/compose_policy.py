@@ -58,6 +58,8 @@ FILE_OBJECT_KEYS = {"file", "environment", "content", "name"}
 SAFE_SECURITY_OPTS = {"no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"}
 LOG_DRIVERS = {"json-file", "local", "none", "journald"}
 PRIVATE_PROPAGATION = {"private", "rprivate"}
+BIND_OPTIONS = {"bind", "rbind", "ro", "rw", "nosuid", "nodev", "noexec"}
+MAX_FILE_BYTES = 1 << 20   # parsed in the worker's own process: a compose file is a few KiB
 PROPAGATION_MODES = {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
 NAMESPACE_MODES = {  # key -> values accepted besides "service:<a service of this project>"
     "network_mode": {"", "bridge", "none", "default"},
@@ -158,7 +160,10 @@ def check_raw(files, root, project=""):
         scope = Scope(root, os.path.dirname(path), project, raw=True)
         try:
             with open(scope.path("file", path), encoding="utf-8") as handle:
-                document = yaml.safe_load(handle)
+                text = handle.read(MAX_FILE_BYTES + 1)
+            if len(text) > MAX_FILE_BYTES:
+                refuse(f"file {os.path.basename(path)}", "is larger than 1 MiB")
+            document = yaml.safe_load(text)
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
             refuse(f"file {os.path.basename(path)}", f"cannot be read as YAML ({type(exc).__name__})")
         document = mapping(f"file {os.path.basename(path)}", document)
@@ -432,8 +437,10 @@ def _check_volume(scope, where, name, volume):
     kind, device = opts.get("type"), opts.get("device")
     if not opts or kind == "tmpfs":
         return
-    if kind != "none" or "bind" not in str(opts.get("o", "")).split(","):
-        refuse(f"{where} driver_opts", f"type {kind!r} is not allowed (only a bind or tmpfs)")
+    options = set(str(opts.get("o", "")).split(","))
+    if kind != "none" or not options & {"bind", "rbind"} or not options <= BIND_OPTIONS:
+        refuse(f"{where} driver_opts", f"type {kind!r} with o={opts.get('o')!r} is not allowed "
+               "(only a plain bind or tmpfs)")
     if not str(device or "").startswith("/"):
         refuse(f"{where} driver_opts", f"volume device {device} must be an absolute path")
     try:

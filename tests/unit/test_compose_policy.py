@@ -137,7 +137,7 @@ def test_a_safe_project_passes(clone):
         "blkio_config": {"weight": 300}, "runtime": "runc", "x-anything": {"privileged": True},
         "container_name": "web-1", "networks": {"back": {"aliases": ["api"]}, "pulseup-net": None},
     }
-    resolved(clone, service, volumes={"data": {"driver_opts": {"type": "none", "o": "bind", "device": f"{clone}/static"}},
+    resolved(clone, service, volumes={"data": {"driver_opts": {"type": "none", "o": "bind,ro", "device": f"{clone}/static"}},
                                       "cache": {"driver_opts": {"type": "tmpfs", "device": "tmpfs"}},
                                       "named": {"name": "pulseup-x_named"}},
              networks={"pulseup-net": {"external": True, "name": "pulseup-net"}, "back": {"driver": "bridge"}},
@@ -150,6 +150,7 @@ def test_a_safe_project_passes(clone):
     ({"volumes": {"d": {"driver_opts": {"type": "none", "o": "bind", "device": "./static"}}}}, ["absolute"]),
     ({"volumes": {"d": {"driver_opts": {"type": "ext4", "device": "/dev/sda1"}}}}, ["volume d", "'ext4'"]),
     ({"volumes": {"d": {"driver_opts": {"type": "nfs", "o": "addr=10.0.0.1", "device": ":/x"}}}}, ["'nfs'"]),
+    ({"volumes": {"d": {"driver_opts": {"type": "none", "o": "bind,rshared", "device": "/x"}}}}, ["rshared"]),
     ({"volumes": {"d": {"external": True}}}, ["volume d", "external"]),
     ({"volumes": {"d": {"name": "pulseup-other_db"}}}, ["volume d", "pulseup-other_db"]),
     ({"volumes": {"d": {"driver": "rexray"}}}, ["volume d", "rexray"]),
@@ -233,5 +234,7 @@ def test_raw_include_and_unreadable_files(clone):
     refused(lambda: policy.check_raw([main], str(clone)), "include path")
     bad = write(clone / "bad.yml", "services: [unclosed\n")
     refused(lambda: policy.check_raw([bad], str(clone)), "bad.yml", "YAML")
+    big = write(clone / "big.yml", "services: {}\n" + "#" * (1 << 20))
+    refused(lambda: policy.check_raw([big], str(clone)), "big.yml", "1 MiB")
     scalar = write(clone / "scalar.yml", "just text\n")
     refused(lambda: policy.check_raw([scalar], str(clone)), "mapping")
