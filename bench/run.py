@@ -25,7 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULT_PREFIX = "RESULT "
 OWN = ("roundtrip", "pressure", "reconnect", "footprint")   # fastest first
-NOT_BENCHMARKS = {"__init__", "run", "common"} | set(OWN)
+NOT_BENCHMARKS = {"__init__", "run", "common", "fuzz_wire"} | set(OWN)   # fuzz_wire: run on its own
 TIME_LIMIT = 180.0
 # 1 GB through pg_dump three times (baseline, zstd, gzip) plus its private dockerd: ~200 s here
 TIME_LIMITS = {"backup_throughput": 330.0}
