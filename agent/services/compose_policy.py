@@ -148,7 +148,7 @@ def check_service_keys(name, service):
 
 def check_raw(files, root, project=""):
     """Check the compose files as written, before compose reads any other file. Follows
-    ``extends.file`` (each file once). Raises failed_precondition."""
+    ``extends.file`` and ``include`` (each file once). Raises failed_precondition."""
     import yaml
 
     queue, seen = [os.path.realpath(f) for f in files], set()
@@ -168,14 +168,14 @@ def check_raw(files, root, project=""):
             refuse(f"file {os.path.basename(path)}", f"cannot be read as YAML ({type(exc).__name__})")
         document = mapping(f"file {os.path.basename(path)}", document)
         check_top_level(document)
-        _check_include(scope, document.get("include"))
+        queue.extend(_check_include(scope, document.get("include")))
         for name, service in mapping("services", document.get("services")).items():
             check_service_keys(name, service)
             queue.extend(_raw_service_files(scope, name, service or {}))
 
 
 def _raw_service_files(scope, name, service):
-    """Checks the fields compose reads files from while resolving; returns extends files."""
+    """Checks the fields compose reads files from while resolving; returns the extends file."""
     where = f"service {name}"
     if service.get("privileged") is True:
         refuse(f"{where} privileged", "is not allowed")
@@ -189,6 +189,8 @@ def _raw_service_files(scope, name, service):
 
 
 def _check_include(scope, include):
+    """Every path of ``include`` in the clone; returns the compose files it names."""
+    files = []
     for item in entries(include):
         item = item if isinstance(item, dict) else {"path": item}
         for key, value in item.items():
@@ -197,7 +199,10 @@ def _check_include(scope, include):
             for path in entries(value):
                 if isinstance(path, str) and ("://" in path or path.startswith(("oci:", "git@"))):
                     refuse(f"include {key}", f"remote {path} is not allowed")
-                scope.path(f"include {key}", path)
+                resolved = scope.path(f"include {key}", path)
+                if key == "path":
+                    files.append(resolved)
+    return files
 
 
 def check_resolved(config, root, workdir=None, project=""):

@@ -232,6 +232,9 @@ def test_raw_check_follows_extends_files(clone):
 def test_raw_include_and_unreadable_files(clone):
     main = write(clone / "docker-compose.yml", "include: [/etc/compose.yml]\nservices: {}\n")
     refused(lambda: policy.check_raw([main], str(clone)), "include path")
+    write(clone / "sub" / "inc.yml", "services:\n  other:\n    env_file: /etc/environment\n")
+    main = write(clone / "docker-compose.yml", "include: [sub/inc.yml]\nservices: {}\n")
+    refused(lambda: policy.check_raw([main], str(clone)), "service other env_file", "/etc/environment")
     bad = write(clone / "bad.yml", "services: [unclosed\n")
     refused(lambda: policy.check_raw([bad], str(clone)), "bad.yml", "YAML")
     big = write(clone / "big.yml", "services: {}\n" + "#" * (1 << 20))
