@@ -2,8 +2,9 @@
 
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
 JSON holding one object; at most 1 MiB. A request is ``{"id", "op", "args"}``
-(plus an optional ``timeout`` in seconds: the client's timeout is the
-operation's deadline, decisions 15); a reply is ``{"id", "ok", "result"}`` or
+(plus an optional ``timeout`` in seconds: how long the client waits, which
+bounds the op's work too, except a package run that outlives the wait,
+docs/operations.md); a reply is ``{"id", "ok", "result"}`` or
 ``{"id", "ok": false, "error": {"code", "message", ...}}``. Requests may be
 pipelined: ids correlate replies.
 

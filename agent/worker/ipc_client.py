@@ -5,7 +5,7 @@ exponential backoff between failed attempts (a call inside the backoff window
 fails at once: privileged commands answer ``unavailable`` promptly). Requests
 are pipelined; a reader greenlet per connection, owned by the client's group,
 routes replies to waiting callers by id. The call's timeout is sent along as
-the operation's deadline.
+how long this call waits (a package run outlives it: docs/operations.md).
 
 IPC refusals become AgentError codes at this boundary (STYLE 8).
 """
@@ -59,7 +59,10 @@ class SupervisorClient:
             self._send(sock, {"id": rid, "op": op, "args": args or {}, "timeout": timeout})
             reply = waiter.get(timeout=max(0.0, deadline - time.monotonic()))
         except gevent.Timeout:
-            raise AgentError("deadline_exceeded", f"supervisor did not answer {op} within {timeout:g} s") from None
+            # the IPC has no cancel: the op goes on in the supervisor (system.update_packages:
+            # system.package_status reports its outcome, docs/operations.md)
+            raise AgentError("deadline_exceeded", f"supervisor did not answer {op} within {timeout:g} s; "
+                             "the operation was not cancelled") from None
         finally:
             self._pending.pop(rid, None)
         return _result(op, reply)
