@@ -144,8 +144,8 @@ class Jobs:
             data = frame.get("data") if isinstance(frame.get("data"), dict) else {}
             if data.get("deployment_uid") != job.deployment_uid:
                 continue
-            if name == "update_deployment_status" and data.get("phase") != "queued" \
-                    and not streaming:
+            if name == "update_deployment_status" and not streaming \
+                    and data.get("status") == "in_progress" and data.get("phase") != "queued":
                 streaming = self._start_stream(job, offsets)
             elif name == "deployment_log_chunk" and data.get("final"):
                 offsets = data.get("offsets") or offsets

@@ -4,8 +4,9 @@ one deployment, databases and backups, events. Escaping rules: console_html."""
 from agent.devserver.console_html import (agent_state, badge, e, field, fmt_time, form,
                                           hidden, hostname, jobs_table, layout)
 
+LEGEND = '<p class="legend"><span class="in">received</span> <span class="out">sent</span></p>'
 DB_TYPES = ("postgresql", "mysql", "mariadb", "redis", "mongodb")
-CHARTS = (("cpu", "CPU", "%"), ("memory", "Memory", "%"), ("disk", "Disk", "%"),
+CHARTS = (("cpu", "CPU", ""), ("memory", "Memory", ""), ("disk", "Disk", ""),
           ("network", "Network", "KiB/s"))
 
 
@@ -57,7 +58,8 @@ def _chart(metric, title, unit):
     return ('<figure class="chart" data-metric="%s"><figcaption>%s <span class="value" '
             'id="value-%s">-</span> <small>%s</small></figcaption><svg id="chart-%s" '
             'viewBox="0 0 300 100" preserveAspectRatio="none" role="img" aria-label="%s"></svg>'
-            '</figure>' % (e(metric), e(title), e(metric), e(unit), e(metric), e(title)))
+            '%s</figure>' % (e(metric), e(title), e(metric), e(unit), e(metric), e(title),
+                             LEGEND if metric == "network" else ""))
 
 
 def services_table(session, uid, services):

@@ -32,6 +32,12 @@ def _frame_name(frame):
     return frame.get("event") if frame.get("type") == "event" else frame.get("type")
 
 
+def _shown(name):
+    """Events and connection changes; replies to calls (the console's own stats polls among
+    them) and keep-alive pings are not the agent's event stream."""
+    return name not in ("response", "ping")
+
+
 def agent_stream(server, uid, stats=True):
     """Live host stats (`server.stats.live` every 2 s), container samples
     (`monitoring.container.metrics`) and every frame the agent sends."""
@@ -39,7 +45,8 @@ def agent_stream(server, uid, stats=True):
     try:
         yield b": subscribed\n\n"
         if not stats:
-            for frame in server.received_frames(uid)[-REPLAY_FRAMES:]:
+            frames = [f for f in server.received_frames(uid) if _shown(_frame_name(f))]
+            for frame in frames[-REPLAY_FRAMES:]:
                 yield frame_event(_frame_name(frame), frame)
         next_poll, tick = time.monotonic(), 0
         while True:
@@ -54,7 +61,8 @@ def agent_stream(server, uid, stats=True):
                 if not stats:
                     yield b": keep-alive\n\n"
                 continue
-            yield frame_event(name, frame)
+            if _shown(name):
+                yield frame_event(name, frame)
     finally:
         server.hub.unsubscribe(uid, queue)
 
