@@ -33,9 +33,13 @@ ROUTES = {
     "build-dockerfile-outside": (BASE.replace("    image: pulseup-test/appbase:latest\n",
                                               "    build: {context: ., dockerfile: @OUTSIDE@/Dockerfile}\n"),
                                  {}, {}, ["build.dockerfile"]),
+    # FIFOs: had compose opened them, the deploy would hang until the config deadline
     "env-file-outside": (BASE + "    env_file: @OUTSIDE@/secret.env\n", {}, {}, ["env_file", "secret.env"]),
     "extends-outside": (BASE + "    extends: {file: @OUTSIDE@/base.yml, service: base}\n", {}, {},
                         ["extends.file", "base.yml"]),
+    "extends-chain-env-file": (BASE + "    extends: {file: sub/base.yml, service: base}\n",
+                               {"sub/base.yml": "services:\n  base:\n    env_file: @OUTSIDE@/secret.env\n"},
+                               {}, ["service base env_file", "secret.env"]),
     "symlink-bind-outside": (BASE + "    volumes: ['./data:/data']\n", {}, {"data": "@OUTSIDE@"},
                              ["volumes", "outside the repository"]),
     "symlink-secret-socket": (BASE + "    secrets: [s]\nsecrets:\n  s:\n    file: ./innocent.txt\n", {},
@@ -81,11 +85,13 @@ def foreign(docker_client, app_base_image):
 
 @pytest.fixture(scope="module")
 def outside(tmp_path_factory):
-    """A host directory outside every clone, with what the hostile files point at."""
+    """A host directory outside every clone, with what the hostile files point at. The files
+    that compose would read while resolving are FIFOs: reading one blocks, so a deploy that
+    opened them would end at the config deadline instead of being refused at once."""
     path = tmp_path_factory.mktemp("outside")
-    (path / "secret.env").write_text("STOLEN=host-secret\n")
+    os.mkfifo(path / "secret.env")
+    os.mkfifo(path / "base.yml")
     (path / "Dockerfile").write_text("FROM pulseup-test/appbase:latest\n")
-    (path / "base.yml").write_text("services:\n  base:\n    image: pulseup-test/appbase:latest\n")
     return str(path)
 
 
@@ -102,7 +108,8 @@ def test_hostile_compose_file_is_refused_and_nothing_runs(route, sec_agent, git_
     compose, files, symlinks, words = ROUTES[route]
     uid = f"sec-{route}"
     engine(uid)
-    files = {"docker-compose.yml": substitute(compose, sec_agent, outside), "static/index.html": "hi\n", **files}
+    files = {"docker-compose.yml": compose, "static/index.html": "hi\n", **files}
+    files = {path: substitute(text, sec_agent, outside) for path, text in files.items()}
     sha = push(git_server, uid, files, {k: substitute(v, sec_agent, outside) for k, v in symlinks.items()})
     before = running(docker_client)
 
