@@ -1,5 +1,5 @@
 #!/bin/sh
-# Install what the integration suite (tests/integration) needs, as root on Debian.
+# Install every tool the test suite runs, as root on Debian (tests/test_toolchain.py).
 #
 # Idempotent and cheap when repeated: if every package is already installed it
 # exits without touching apt (about a second). Services are never left running:
@@ -9,12 +9,18 @@
 # instances of every service themselves.
 set -eu
 
-# The clients (mariadb-client, redis-tools, postgresql-client) come with the servers but are
-# named because the tests call them; libc-bin gives ldd for the Caddy image.
-PACKAGES="docker.io caddy git busybox-static postgresql mariadb-server lintian \
-redis-server zstd debootstrap iproute2 curl ca-certificates python3-venv \
-docker-compose mariadb-client redis-tools postgresql-client libc-bin procps \
-util-linux mount tar"
+# Every package that ships an executable the suite runs (tests/test_toolchain.py declares
+# them and checks this list with dpkg -S). The clients come with the servers but are named
+# because the tests call them; libc-bin gives ldd for the Caddy image; logrotate checks the
+# packaged logrotate config; chromium and chromium-driver run the web console's browser
+# tests; the Essential ones (dpkg, tar, grep...) are named so that the list is complete
+# on a minimal image too (a slim container has no systemd, openssh-client or procps).
+PACKAGES="docker.io containerd caddy git busybox-static postgresql mariadb-server lintian \
+redis-server zstd debootstrap iproute2 curl ca-certificates python3 python3-venv \
+docker-compose mariadb-client mariadb-client-core mariadb-server-core redis-tools \
+postgresql-client postgresql-client-common libc-bin procps util-linux mount tar gzip \
+logrotate systemd passwd openssh-client dpkg apt dash bash grep sed coreutils \
+chromium chromium-driver"
 
 # pidfiles of the system-wide instances the Debian packages would start.
 SYSTEM_PIDFILES="/run/mysqld/mysqld.pid /run/redis/redis-server.pid \

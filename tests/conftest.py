@@ -8,6 +8,8 @@ import os  # noqa: E402
 
 from hypothesis import settings  # noqa: E402
 
+from tests.ci import pytest_runtest_makereport  # noqa: E402,F401  (CI=true: a skip fails)
+
 # decisions 39: the `ci` profile; a full run lives in bench/.
 settings.register_profile("ci", max_examples=500, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
