@@ -1,11 +1,15 @@
-"""Image builds: ``docker build`` through the SDK, host-wide build slots (commands.md 1.8 item 6,
-2.5.2 item 6, decisions 29).
+"""Image builds and host-wide build slots (commands.md 1.8 item 6, 2.5.2 item 6, decisions 29).
 
-The classic builder runs (``POST /build`` without BuildKit's session, the same as
-``DOCKER_BUILDKIT=0``; the engines here have no buildx). Only build args the Dockerfile
-declares with ``ARG`` are passed, inside the API request, never on a command line; a declared
+BuildKit when the engine and a docker CLI have it (agent/services/buildkit.py, issue 18): the
+CLI runs ``docker build --progress plain`` and its lines stream to the build log. Otherwise,
+or with ``DOCKER_FORCE_LEGACY_BUILDS=true``, the classic builder runs through the SDK
+(``POST /build`` without BuildKit's session, the same as ``DOCKER_BUILDKIT=0``) and its JSON
+progress stream is turned into lines. The first line of every build log names the builder.
+
+Only build args the Dockerfile declares with ``ARG`` are passed: inside the API request
+(classic) or through the CLI's environment (BuildKit), never on a command line; a declared
 ARG whose name looks secret gets a WARN line because its value ends up in the image history.
-The build context is tarred in gevent's thread pool (tarring blocks, ENVIRONMENT.md).
+The classic build context is tarred in gevent's thread pool (tarring blocks).
 """
 
 import contextlib
@@ -17,11 +21,12 @@ import gevent.lock
 
 from agent import log
 from agent.errors import AgentError
+from agent.services.buildkit import BuildKit
 from agent.services.docker import translate
 
 _log = log.get("build")
-ARG_RE = re.compile(r"^\s*ARG\s+(.+)$", re.I)
-ARG_NAME_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(=.*)?$")
+ARG_RE = re.compile(r"^\s*ARG\s+(.+)\Z", re.I)
+ARG_NAME_RE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(=.*)?\Z")
 SECRET_NAME = re.compile(r"token|password|passwd|secret|private|credential|api_?key|access_?key", re.I)
 STDERR_TAIL = 4096
 
@@ -63,6 +68,7 @@ class BuildService:
         self.cfg = cfg
         self.docker = docker
         self._slots = gevent.lock.BoundedSemaphore(cfg.pulseup_max_parallel_builds)
+        self.buildkit = BuildKit(cfg, docker)
 
     @contextlib.contextmanager
     def slot(self, ctx=None, on_wait=None):
@@ -92,6 +98,21 @@ class BuildService:
         build_args, secret_names = select_build_args(text, env)
         for name in secret_names:
             on_line(f"build arg {name} looks secret: its value is recorded in the image history", "WARN")
+        reason = self._classic_reason(build_args)
+        if reason is None:
+            on_line(f"builder: BuildKit through {self.buildkit.cli()[0]}", "INFO")
+            return self.buildkit.build(context_dir, dockerfile, tags, build_args, on_line, ctx)
+        on_line(f"builder: classic ({reason})", "INFO")
+        return self._classic(context_dir, dockerfile, tags, build_args, on_line, ctx)
+
+    def _classic_reason(self, build_args):
+        """Why the classic builder runs, or None for BuildKit."""
+        reason = self.buildkit.reason_unavailable()
+        if reason is None and not self.buildkit.usable_args(build_args):
+            reason = "a build arg is named like a docker CLI setting"
+        return reason
+
+    def _classic(self, context_dir, dockerfile, tags, build_args, on_line, ctx):
         context = gevent.get_hub().threadpool.apply(_tar_context, (context_dir, dockerfile))
         try:
             image_id = self._run(context, dockerfile, tags[0], build_args, on_line, ctx)
@@ -165,5 +186,5 @@ def _consume(stream, on_line):
 
 
 def _built_id(line):
-    match = re.match(r"^Successfully built ([0-9a-f]{12,64})\s*$", line)
+    match = re.match(r"^Successfully built ([0-9a-f]{12,64})\s*\Z", line)
     return match.group(1) if match else None
