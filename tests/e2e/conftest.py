@@ -15,7 +15,9 @@ import grp
 import json
 import os
 import pwd
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -34,7 +36,7 @@ from tests.integration.conftest import (  # noqa: F401
 from tests.resilience.faults_support import Engine
 
 import dbimages  # noqa: E402  (tests/integration/db, on sys.path through faults_support)
-from harness import free_port, require_service  # noqa: E402
+from harness import require_service  # noqa: E402
 from harness.process import ManagedProcess  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,6 +49,22 @@ SSH_HOME = "/tmp/pulseup-e2e-ssh-home"
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "covers(*commands, outcome): commands an e2e test drives (test_meta.py)")
+
+
+def host_port(taken=()):
+    """A port free on all addresses now, below the ephemeral range (net.ipv4.ip_local_port_range,
+    32768+ by default) so that no other process on the machine is handed it meanwhile."""
+    for _ in range(200):
+        port = random.randrange(20000, 32000)
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 20000-32000")
 
 
 def _system_user(name, home=None):
@@ -161,6 +179,7 @@ def publish_update(devserver, home, version):
 
 
 def agent_env(home, devserver, user, ssh, docker_host, git, caddy_image, db_image, key_file):
+    http_port = host_port()
     ca = shutil.copy(devserver.ca_file, home.dir("server-ca.crt"))
     os.chmod(ca, 0o644)
     return {
@@ -176,7 +195,7 @@ def agent_env(home, devserver, user, ssh, docker_host, git, caddy_image, db_imag
         "RECONNECT_INTERVAL": "0.2", "RECONNECT_BACKOFF_MAX": "1", "GRACEFUL_TIMEOUT": "5",
         "LOG_LEVEL": "DEBUG", "LOG_FORMAT": "json", "DOCKER_HOST": docker_host,
         "ALLOW_INSECURE_TRANSPORT": "true", "PULSEUP_GIT_ALLOWED_HOSTS": f"127.0.0.1:{git.port}",
-        "CADDY_IMAGE": caddy_image, "CADDY_HTTP_PORT": str(free_port()), "CADDY_HTTPS_PORT": str(free_port()),
+        "CADDY_IMAGE": caddy_image, "CADDY_HTTP_PORT": str(http_port), "CADDY_HTTPS_PORT": str(host_port({http_port})),
         "CADDY_TLS_ISSUER": "internal", "DB_IMAGE_POSTGRESQL": db_image, "DB_IMAGE_PULL": "never",
         "PULSEUP_SSH_USERS": ssh.pw_name, "UPDATE_MANIFEST_URL": devserver.url + "/api/update/manifest",
         "UPDATE_PUBLIC_KEY_FILE": key_file,
