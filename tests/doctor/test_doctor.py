@@ -279,3 +279,35 @@ def test_outbox_backlog(setup):
     assert "1 torn line(s)" in results["outbox"].detail
     assert verdicts(setup.cfg())["outbox"].ok
 
+
+
+def test_caddy_running_then_its_admin_api_gone(setup, docker_host):
+    import docker
+
+    from agent.devserver import demo_images
+    from agent.services.caddy.container import NAME, ProxyContainer
+    from agent.services.caddy.document import build_document
+    from agent.services.docker import DockerService
+
+    client = docker.DockerClient(base_url=docker_host, timeout=120)
+    cfg = setup.cfg(CADDY_IMAGE=demo_images.caddy_image(client), CADDY_HTTP_PORT=str(free_port()),
+                    CADDY_HTTPS_PORT=str(free_port()), CADDY_TLS_ISSUER="internal")
+    service = DockerService(cfg)
+    proxy = ProxyContainer(cfg, service, os.path.join(cfg.state_dir, "caddy"))
+    try:
+        proxy.prepare_dirs()        # boots with no routes, as CaddyService does before the first domain
+        with open(proxy.boot_config_path, "w") as handle:
+            json.dump(build_document([], "internal", cfg.caddy_https_port, cfg.caddy_http_port), handle)
+        proxy.ensure()
+        results = verdicts(cfg)
+        assert_only(results, set())
+        assert results["caddy"].detail.startswith(f"{NAME} running; admin API answers")
+
+        os.rename(proxy.socket_path, proxy.socket_path + ".moved")
+        results = verdicts(cfg)
+        assert_only(results, {"caddy"})
+        assert "does not answer" in results["caddy"].detail
+    finally:
+        client.containers.get(NAME).remove(force=True)
+        service.close()
+        client.close()
