@@ -3,7 +3,11 @@
 DOCKER_FORCE_LEGACY_BUILDS or when no CLI can drive BuildKit. Lines stream while the build
 runs in both cases. A `RUN --mount` step tells the builders apart: only BuildKit knows it."""
 import os
+import time
 import uuid
+
+import gevent
+import gevent.event
 
 import docker.errors
 import pytest
@@ -131,3 +135,50 @@ def test_build_args_named_like_cli_settings_use_the_classic_builder(builds, dock
     assert lines[0] == "builder: classic (a build arg is named like a docker CLI setting)"
     assert _output(docker_client, tags[0]) == "[tcp://elsewhere:1]"
     assert os.environ.get("DOCKER_HOST") != "tcp://elsewhere:1"
+
+
+class _CancelOnly:
+    """The part of a call context a build uses: no deadline, cancellation callbacks."""
+
+    def __init__(self):
+        self.callbacks = []
+
+    def remaining(self):
+        return None
+
+    def on_cancel(self, callback):
+        self.callbacks.append(callback)
+
+    def cancel(self):
+        for callback in self.callbacks:
+            callback()
+
+
+def _sleepers(seconds):
+    import psutil
+    return [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [])[-2:] == ["sleep", seconds]]
+
+
+def test_cancelling_a_buildkit_build_stops_the_cli_and_the_step(builds, docker_client):
+    """The CLI's process group is stopped; the engine drops the session's build and its RUN
+    step. The step would sleep 291 s; everything must be gone within 60 s."""
+    service, context = builds("FROM {base}\nRUN echo marker-{uid} && sleep 291\n")
+    tags = builds.tags(1)
+    ctx = _CancelOnly()
+    started = gevent.event.Event()
+
+    def on_line(text, level):
+        if f"marker-{builds.uid}" in text and "echo" not in text:
+            started.set()
+    build = gevent.spawn(service.build, context, "Dockerfile", tags, {}, on_line, ctx)
+    assert started.wait(timeout=120), "the RUN step never started"
+    assert _sleepers("291"), "the step's process is not visible on the host"
+    ctx.cancel()
+    build.join(timeout=60)
+    assert build.ready() and isinstance(build.exception, AgentError)
+    deadline = time.monotonic() + 60
+    while _sleepers("291") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not _sleepers("291"), "the RUN step outlived the cancelled build"
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tags[0])
