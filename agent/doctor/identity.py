@@ -35,12 +35,15 @@ def check_certificate(findings):
     cfg = findings.cfg
     paths = {name: os.path.join(cfg.cert_dir, name) for name in (KEY_FILE, CERT_FILE, CA_FILE)}
     try:
+        os.listdir(cfg.cert_dir)        # a directory this user cannot search hides every file in it
         missing = [name for name, path in paths.items() if not os.path.exists(path)]
         if len(missing) == len(paths):
             return failed("certificate", f"not enrolled: no {', '.join(missing)} in {cfg.cert_dir}", ENROLL_HINT)
         if missing:
             return failed("certificate", f"{', '.join(missing)} missing in {cfg.cert_dir}", ENROLL_HINT)
         key, cert, cas = _load(paths)
+    except FileNotFoundError:
+        return failed("certificate", f"not enrolled: {cfg.cert_dir} does not exist", ENROLL_HINT)
     except PermissionError as exc:
         return failed("certificate", f"cannot read {exc.filename}: permission denied",
                       "run the doctor as root or as WORKER_USER")

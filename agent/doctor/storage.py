@@ -35,6 +35,9 @@ def _disk(cfg, name, setting, path):
         return failed(name, f"{shown} (less than {_mib(MIN_FREE_BYTES)} or {MIN_FREE_RATIO:.0%})",
                       f"free space on the file system of {setting}: old backups, images (`docker system prune`), logs")
     problem = _probe_write(target) or _worker_access(cfg, target)
+    if problem and _someone_else(cfg):
+        return failed(name, f"{path}: {problem} (as {pwd.getpwuid(os.geteuid()).pw_name})",
+                      f"run the doctor as root or as WORKER_USER {cfg.worker_user} to judge the worker's access")
     if problem:
         return failed(name, f"{path}: {problem}", f"make {setting} writable by WORKER_USER {cfg.worker_user} "
                       f"(`chown {cfg.worker_user} {target}`), and check the file system is not mounted read-only")
@@ -59,6 +62,16 @@ def _probe_write(directory):
     return None
 
 
+def _someone_else(cfg):
+    """True when the doctor runs neither as root nor as WORKER_USER."""
+    if os.geteuid() == 0:
+        return False
+    try:
+        return pwd.getpwnam(cfg.worker_user).pw_uid != os.geteuid()
+    except KeyError:
+        return True
+
+
 def _worker_access(cfg, directory):
     """Root writes anywhere: when the doctor runs as root, judge WORKER_USER's access by the modes."""
     if os.geteuid() != 0:
@@ -78,7 +91,8 @@ def _worker_access(cfg, directory):
     else:
         bits = info.st_mode
     if bits & 0o3 != 0o3:
-        return f"WORKER_USER {cfg.worker_user} cannot write here (owner {info.st_uid}, mode {info.st_mode & 0o7777:04o})"
+        return (f"WORKER_USER {cfg.worker_user} cannot write here "
+                f"(owner {info.st_uid}, mode {info.st_mode & 0o7777:04o})")
     return None
 
 
