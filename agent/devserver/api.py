@@ -28,7 +28,7 @@ ROUTES = []
 def route(method, pattern, auth="admin"):
     """Register a handler; `auth` is "admin", "mtls" or "open"."""
     def register(fn):
-        ROUTES.append((method, re.compile("^" + pattern + "$"), auth, fn))
+        ROUTES.append((method, re.compile("^" + pattern + r"\Z"), auth, fn))
         return fn
     return register
 

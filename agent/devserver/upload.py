@@ -13,7 +13,7 @@ import tempfile
 
 MAX_FIELD_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024
-SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 
 
 class UploadError(Exception):

@@ -10,11 +10,11 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from agent.errors import AgentError
 from agent.handlers.registry import OperationSpec
-from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString
+from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, USER_RE, matching, printable
 from agent.services.commands import CommandRunner, agent_logs, catalogue, refuse_if_disabled, require_ipc
 
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
-_PUBLIC_KEY = validate.Regexp(r"^(%s) [A-Za-z0-9+/=]+( [^\r\n\x00]*)?$" % "|".join(KEY_TYPES),
+_PUBLIC_KEY = validate.Regexp(r"^(%s) [A-Za-z0-9+/=]+( [^\r\n\x00]*)?\Z" % "|".join(KEY_TYPES),
                               error="must be one OpenSSH public key line (no options prefix)")
 
 def _execute_timeout(request):
@@ -37,20 +37,20 @@ class LogsRequest(RequestSchema):
 
 
 class ExecuteRequest(RequestSchema):
-    command_id = StrictString(required=True, validate=validate.Length(1, 128))
+    command_id = StrictString(required=True, validate=printable(1, 128))
     args = fields.Dict()            # accepted and ignored (commands.md 2.1)
     confirm = StrictBoolean(load_default=False)
 
 
 class SshKeyAddRequest(RequestSchema):
-    user = StrictString(required=True, validate=validate.Length(1, 32))
+    user = StrictString(required=True, validate=matching(USER_RE))
     public_key = StrictString(required=True, validate=[validate.Length(1, 16 * 1024), _PUBLIC_KEY])
-    comment = StrictString(validate=validate.Length(max=256))
+    comment = StrictString(validate=printable(maximum=256))
 
 
 class SshKeyRemoveRequest(RequestSchema):
-    user = StrictString(required=True, validate=validate.Length(1, 32))
-    fingerprint = StrictString(validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}$",
+    user = StrictString(required=True, validate=matching(USER_RE))
+    fingerprint = StrictString(validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}\Z",
                                                         error="must be SHA256:<43 base64 characters>"))
     public_key = StrictString(validate=[validate.Length(1, 16 * 1024), _PUBLIC_KEY])
 

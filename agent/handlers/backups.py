@@ -10,9 +10,9 @@ from marshmallow import validate
 
 from agent.handlers.database import BackupUid
 from agent.handlers.registry import OperationSpec
-from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid
+from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, printable
 
-_PATH = validate.Length(1, 4096)
+_PATH = printable(1, 4096)
 
 
 class DownloadSchema(RequestSchema):
@@ -24,9 +24,9 @@ class DownloadSchema(RequestSchema):
 class AutomationUpdateSchema(RequestSchema):
     service_uid = Uid(required=True)
     enabled = StrictBoolean(load_default=False)
-    cron_expression = StrictString(load_default="", allow_none=True, validate=validate.Length(max=256))
-    timezone = StrictString(load_default="UTC", validate=validate.Length(1, 64))
-    storage_path = StrictString(load_default=None, allow_none=True, validate=validate.Length(max=4096))
+    cron_expression = StrictString(load_default="", allow_none=True, validate=printable(maximum=256))
+    timezone = StrictString(load_default="UTC", validate=printable(1, 64))
+    storage_path = StrictString(load_default=None, allow_none=True, validate=printable(maximum=4096))
     retention_days = StrictInteger(load_default=0, validate=validate.Range(0, 3650))
 
 

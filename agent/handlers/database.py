@@ -18,8 +18,8 @@ from agent.services.database.provision import DeployRequest
 # Scheduled and safety backup uids are longer than 64 characters (commands.md 1.3, decisions 30).
 BACKUP_UID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
                            r"|auto-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f-]{36}"
-                           r"|prerestore-[0-9a-f-]{36})$")
-_PASSWORD = validate.Regexp(r"^[^\x00\r\n]{1,256}$", error="1-256 characters without NUL, CR or LF")
+                           r"|prerestore-[0-9a-f-]{36})\Z")
+_PASSWORD = validate.Regexp(r"^[^\x00\r\n]{1,256}\Z", error="1-256 characters without NUL, CR or LF")
 
 
 def _engine_name(value):

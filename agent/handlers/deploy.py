@@ -13,17 +13,17 @@ from marshmallow import ValidationError, fields, post_load, pre_load, validate, 
 
 from agent.errors import AgentError
 from agent.handlers.registry import OperationSpec, by_service
-from agent.protocol.fields import (RequestSchema, StrictBoolean, StrictInteger, StrictNumber, StrictString,
-                                   Uid)
+from agent.protocol.fields import (FullMatch, RequestSchema, StrictBoolean, StrictInteger, StrictNumber,
+                                   StrictString, Uid, printable)
 from agent.services.git import validate_branch, validate_sha
 
-ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
-MEMORY = re.compile(r"^(\d+)\s*(k|m|g|ki|mi|gi)?$", re.I)
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}\Z")
+MEMORY = re.compile(r"^(\d+)\s*(k|m|g|ki|mi|gi)?\Z", re.I)
 MEMORY_UNITS = {None: 1, "k": 1000, "m": 1000**2, "g": 1000**3, "ki": 1024, "mi": 1024**2, "gi": 1024**3}
 MIN_MEMORY = 6 * 1024**2
-COMMIT_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}$")
-IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-COMPOSE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+COMMIT_PREFIX = re.compile(r"^[0-9a-fA-F]{6,64}\Z")
+IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/-]{0,254}:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+COMPOSE_SERVICE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 SERVICE_ALIASES = (("DeploymentMethod", "deployment_method"), ("external_port", "exposed_port"),
                    ("compose_file", "docker_compose_path"), ("compose_service_mode", "docker_compose_service_mode"),
                    ("compose_selected_services", "docker_compose_selected_services"),
@@ -134,7 +134,8 @@ class ComposeServices(fields.Field):
         return list(dict.fromkeys(value))
 
 
-HEALTH_PATH = dict(validate=[validate.Length(max=1024), validate.Regexp(r"^/", error="must begin with /")])
+HEALTH_PATH = dict(validate=[validate.Length(max=1024),
+                             FullMatch(r"/[^\x00-\x20\x7f]*", error="must begin with / and hold no space or control")])
 
 
 class ServiceObject(RequestSchema):
@@ -144,12 +145,12 @@ class ServiceObject(RequestSchema):
     internal_port = StrictInteger(validate=validate.Range(1, 65535))
     exposed_port = StrictInteger(validate=validate.Range(0, 65535))
     install_command, build_command, start_command = _text(), _text(), _text()
-    dockerfile_path = _text(1024)
+    dockerfile_path = StrictString(validate=printable(maximum=1024))
     health_check_path = StrictString(**HEALTH_PATH)
-    docker_compose_path = StrictString(validate=validate.Length(1, 1024))
-    docker_compose_service_mode = StrictString(validate=validate.Length(1, 32))
+    docker_compose_path = StrictString(validate=printable(1, 1024))
+    docker_compose_service_mode = StrictString(validate=printable(1, 32))
     docker_compose_selected_services = ComposeServices()
-    docker_compose_project_name = StrictString(validate=validate.Length(1, 128))
+    docker_compose_project_name = StrictString(validate=printable(1, 128))
 
     @pre_load
     def _aliases(self, data, **kwargs):
@@ -169,9 +170,9 @@ class ServiceObject(RequestSchema):
 
 class SourceFields(RequestSchema):
     service_uid = Uid(required=True)
-    github_repo = StrictString(validate=validate.Length(min=1, max=2048))
+    github_repo = StrictString(validate=printable(1, 2048))
     access_token = StrictString(validate=[validate.Length(max=4096),
-                                          validate.Regexp(r"^\S*$", error="must not contain whitespace")])
+                                          validate.Regexp(r"^\S*\Z", error="must not contain whitespace")])
     github_branch = Branch()
     commit_sha = Sha()
     last_commit_sha = Sha()
@@ -196,7 +197,7 @@ class DeployRequest(SourceFields):
     exposed_port = StrictInteger(validate=validate.Range(0, 65535))
     nixpacks_config = fields.Dict()
     install_command, build_command, start_command = _text(), _text(), _text()
-    base_directory = _text(1024, load_default="")
+    base_directory = StrictString(validate=printable(maximum=1024), load_default="")
     cpu_limit = CpuLimit()
     memory_limit = MemoryLimit()
     health_check_path = StrictString(**HEALTH_PATH)

@@ -10,7 +10,7 @@ from marshmallow import ValidationError, validate, validates_schema
 
 from agent.errors import AgentError
 from agent.handlers.registry import OperationSpec
-from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid
+from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, printable
 
 UPSERT = ("add", "add_domain", "configure_domain", "upsert", "update", "update_domain")
 REMOVE = ("remove", "remove_domain")
@@ -18,16 +18,16 @@ STATUS = ("status", "domain_status")
 
 
 class DomainManageSchema(RequestSchema):
-    action = StrictString(required=True)
+    action = StrictString(required=True, validate=printable(1, 32))
     service_uid = Uid(required=True)
-    domain = StrictString(required=True, validate=validate.Length(1, 1024))
+    domain = StrictString(required=True, validate=printable(1, 1024))
     port = StrictInteger(validate=validate.Range(1, 65535, error="must be 1-65535"))
     protocol = StrictString(load_default="http", validate=validate.OneOf(["http", "https"]))
     managed_certificate = StrictBoolean()
     ssl = StrictBoolean()
     force_https = StrictBoolean()
-    redirect_www = StrictString(load_default="none")
-    email = StrictString(validate=validate.Length(1, 254))
+    redirect_www = StrictString(load_default="none", validate=printable(maximum=32))
+    email = StrictString(validate=printable(1, 254))
 
     @validates_schema
     def _port_for_upsert(self, data, **kwargs):

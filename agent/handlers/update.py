@@ -10,7 +10,7 @@ APPLY = OperationSpec("update", lambda request: "update:agent", 900, 3600, lock_
 
 
 class ApplyRequest(RequestSchema):
-    version = StrictString(load_default=None, validate=validate.Regexp(r"^v?\d+\.\d+\.\d+$"))
+    version = StrictString(load_default=None, validate=validate.Regexp(r"^v?\d+\.\d+\.\d+\Z"))
     force = StrictBoolean(load_default=False)
 
 

@@ -11,7 +11,9 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, pre_load, vali
 
 from agent.errors import AgentError
 
-UID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+# Every pattern here and in the schemas is anchored at both ends with fullmatch or \Z: `$`
+# also matches before a final newline, so "abc\n" would pass (issue 17 item 6).
+UID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z"
 UID_RE = re.compile(UID_PATTERN)
 
 
@@ -46,15 +48,37 @@ class StrictString(fields.String):
     default_error_messages = {"invalid": "must be a string"}
 
 
+class FullMatch(validate.Regexp):
+    """``validate.Regexp`` that must match the whole value: marshmallow's uses ``re.match``,
+    which accepts a trailing newline after a ``$`` and any suffix without one."""
+
+    def __call__(self, value):
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
 def matching(regex):
-    """A Regexp validator whose message shows the pattern.
+    """A :class:`FullMatch` validator whose message shows the pattern.
 
     marshmallow formats the message with str.format, so the pattern's braces
     ({0,63}) are escaped; unescaped they raise KeyError instead of a refusal.
     """
     pattern = regex.pattern if hasattr(regex, "pattern") else regex
-    error = "must match " + pattern.replace("{", "{{").replace("}", "}}")
-    return validate.Regexp(regex, error=error)
+    shown = "^" + pattern.removeprefix("^").removesuffix("\\Z").removesuffix("$") + "$"   # the usual spelling
+    error = "must match " + shown.replace("{", "{{").replace("}", "}}")
+    return FullMatch(regex, error=error)
+
+
+def printable(minimum=None, maximum=None):
+    """Length bounds and no control character (newline, NUL, ...): names and paths that end up
+    in files, URLs or scripts (docs/security.md, "Validators and shell scripts")."""
+    return [validate.Length(minimum, maximum),
+            FullMatch(r"[^\x00-\x1f\x7f]*", error="must not contain control characters")]
+
+
+# a POSIX login name (useradd(8): [a-z_][a-z0-9_-]*[$]?, at most 32 characters)
+USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?\Z")
 
 
 def Uid(**kwargs):

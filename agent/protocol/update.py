@@ -24,7 +24,7 @@ from agent.protocol.fields import StrictInteger, StrictString
 
 MAX_MANIFEST_BYTES = 64 * 1024
 # decisions 34: X.Y.Z on the wire, a leading v accepted; .devN builds are not semantic.
-_SEMVER = re.compile(r"^v?(\d{1,6})\.(\d{1,6})\.(\d{1,6})$")
+_SEMVER = re.compile(r"^v?(\d{1,6})\.(\d{1,6})\.(\d{1,6})\Z")
 
 
 class ManifestSchema(Schema):
@@ -32,9 +32,9 @@ class ManifestSchema(Schema):
         unknown = EXCLUDE
 
     version = StrictString(required=True, validate=validate.Regexp(_SEMVER))
-    url = StrictString(required=True, validate=validate.Regexp(r"^https?://[^\s]+\.deb$"))
+    url = StrictString(required=True, validate=validate.Regexp(r"^https?://[^\s]+\.deb\Z"))
     size = StrictInteger(required=True, validate=validate.Range(min=1, max=1024**3))
-    sha256 = StrictString(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    sha256 = StrictString(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}\Z"))
     published_at = StrictString(load_default=None)
     changelog = StrictString(load_default="")
 

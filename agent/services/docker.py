@@ -27,8 +27,8 @@ DATABASE_TYPE = "pulseup.database_type"
 COMPOSE_PROJECT = "com.docker.compose.project"
 CANDIDATE_SUFFIX = "-candidate"
 
-CONTAINER_REF = re.compile(r"^(?:[0-9a-f]{12,64}|[A-Za-z0-9][A-Za-z0-9_.-]{0,127})$")
-_HEX_ID = re.compile(r"^[0-9a-f]{12,64}$")
+CONTAINER_REF = re.compile(r"^(?:[0-9a-f]{12,64}|[A-Za-z0-9][A-Za-z0-9_.-]{0,127})\Z")
+_HEX_ID = re.compile(r"^[0-9a-f]{12,64}\Z")
 EXPECTED_TTL = 600.0  # an expected stop is forgotten after 10 minutes
 
 # commands.md 1.7: Docker state -> service status

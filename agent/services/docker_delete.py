@@ -19,7 +19,7 @@ from agent.services.git import repository_dir
 from agent.services.docker import SERVICE_UID, DEPLOYMENT_UID, labels_of, translate
 
 # docker/distribution reference grammar for one path component of a repository name
-REPO_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+REPO_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
 RESULT_LISTS = ("containers_deleted", "domains_removed", "images_removed", "volumes_removed",
                 "paths_removed", "warnings")
 

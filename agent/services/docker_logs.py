@@ -23,7 +23,7 @@ CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 MAX_LINE_BYTES = 64 * 1024        # longer lines are cut into pieces of this size
 FETCH_BUDGET = 448 * 1024         # JSON bytes of `logs`, leaving room in a 512 KiB frame
-_RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
+_RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
 
 
 def parse_since(value, now=None):

@@ -23,7 +23,7 @@ from marshmallow import ValidationError, validate, validates_schema
 
 from agent import log
 from agent.errors import AgentError
-from agent.protocol.fields import RequestSchema, StrictBoolean, StrictString
+from agent.protocol.fields import USER_RE, RequestSchema, StrictBoolean, StrictString, matching
 from agent.supervisor import packages, sshkeys, update
 
 _log = log.get("supervisor.ops")
@@ -278,13 +278,13 @@ def _comment(text):
 
 
 class SshAddArgs(RequestSchema):
-    user = StrictString(required=True, validate=validate.Length(min=1, max=32))
+    user = StrictString(required=True, validate=matching(USER_RE))
     public_key = PublicKeyField(required=True)
     comment = StrictString(load_default=None, validate=_comment)
 
 
 class SshRemoveArgs(RequestSchema):
-    user = StrictString(required=True, validate=validate.Length(min=1, max=32))
+    user = StrictString(required=True, validate=matching(USER_RE))
     fingerprint = StrictString(load_default=None, validate=validate.Regexp(r"^SHA256:[A-Za-z0-9+/]{43}\Z"))
     public_key = PublicKeyField(load_default=None)
 

@@ -28,7 +28,7 @@ from agent.values import parse_duration
 
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
 MIN_EVERY = 1.0                 # seconds; a shorter interval would only spin the loop
-_BARE_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+_BARE_NUMBER = re.compile(r"^\d+(\.\d+)?\Z")
 _log = log.get("backups.schedule")
 
 

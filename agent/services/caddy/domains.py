@@ -13,8 +13,8 @@ import re
 from agent.errors import AgentError, invalid
 from agent.fsutil import atomic_write
 
-_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-_EMAIL_LOCAL = re.compile(r"^[^@\s]{1,64}$")
+_LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_EMAIL_LOCAL = re.compile(r"^[^@\s]{1,64}\Z")
 DEFAULT_EMAIL = "domains@pulseup.io"
 
 # commands.md 2.6: the spellings of redirect_www
@@ -31,7 +31,9 @@ def normalize_domain(value, field="domain"):
     """The canonical spelling of a host name; raises invalid_argument (commands.md 2.6.1)."""
     if not isinstance(value, str):
         raise invalid(field, "must be a string")
-    name = value.strip().lower()
+    if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):   # trimmed of spaces only (issue 17)
+        raise invalid(field, "must not contain control characters")
+    name = value.strip(" ").lower()
     if name.endswith("."):
         name = name[:-1]
     if not name or len(name) > 253:

@@ -8,12 +8,13 @@ secret is part of an exec request, a log line or an event. Database names are va
 """
 
 import re
+import shlex
 from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 ENGINE_NAMES = ("mysql", "postgresql", "mariadb", "redis", "mongodb")
-USERNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}$")
+USERNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\Z")
 
 # The official postgres image's initdb leaves trust on the local socket; probing over TCP
 # (ENVIRONMENT.md, "Readiness of database containers") skips the temporary init server,
@@ -54,8 +55,9 @@ ENTRY_TYPE = {"postgresql": "sql", "mysql": "sql", "mariadb": "sql", "redis": "r
 
 
 def quote(word):
-    """Single-quote ``word`` for sh; callers validate it first, this is defence in depth."""
-    return "'" + word.replace("'", "'\"'\"'") + "'"
+    """``shlex.quote`` of ``word`` for sh; callers validate it first, this is defence in depth
+    (docs/security.md, "Validators and shell scripts")."""
+    return shlex.quote(word)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ class Engine:
 def _redis_dump(backup_uid):
     # redis-cli --rdb reports progress on stdout; keep it only for a failure (decisions 46:
     # stderr text alone is a warning). The temporary file is removed whatever happens.
-    tmp = f"/tmp/pulseup-{backup_uid}.rdb"
+    tmp = quote(f"/tmp/pulseup-{backup_uid}.rdb")
     return (f"out=$({_REDIS_CLI}--rdb {tmp} 2>&1); rc=$?; "
             f'if [ $rc -ne 0 ]; then echo "$out" >&2; rm -f {tmp}; exit $rc; fi; '
             f"cat {tmp}; rc=$?; rm -f {tmp}; exit $rc")

@@ -18,7 +18,7 @@ from agent.fsutil import fsync_dir  # noqa: F401 (used by the backup pipeline to
 from agent.services.database.engines import ENGINE_NAMES, ENTRY_TYPE, FORMAT_EXT
 
 CODEC_SUFFIX = {"zstd": "zst", "gzip": "gz"}
-BACKUP_NAME = re.compile(r"^backup_(\d{8}T\d{6}Z)(-\d+)?\.(dump|sql|rdb|archive)\.(zst|gz)$")
+BACKUP_NAME = re.compile(r"^backup_(\d{8}T\d{6}Z)(-\d+)?\.(dump|sql|rdb|archive)\.(zst|gz)\Z")
 LEGACY_SUFFIXES = (".sql", ".rdb", ".archive")
 LEGACY_TYPE = {".sql": "sql", ".rdb": "redis", ".archive": "mongodb"}
 
@@ -41,7 +41,7 @@ class ManifestSchema(Schema):
     file_name = fields.String(required=True)
     size = fields.Integer(required=True, validate=validate.Range(min=0))
     compressed_size = fields.Integer(required=True, validate=validate.Range(min=0))
-    sha256 = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}$"))
+    sha256 = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{64}\Z"))
     created_at = fields.String(required=True)
     completed_at = fields.String(load_default="")
     backup_type = fields.String(load_default="manual")
@@ -73,7 +73,7 @@ def temp_name(final_name):
     return f".{final_name}.partial-{secrets.token_hex(6)}"
 
 
-PARTIAL_NAME = re.compile(r"^\.backup_.+\.partial-[0-9a-f]{12}$")
+PARTIAL_NAME = re.compile(r"^\.backup_.+\.partial-[0-9a-f]{12}\Z")
 
 
 def discard_partials(directory):

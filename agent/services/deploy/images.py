@@ -7,7 +7,7 @@ from agent.errors import AgentError
 from agent.services.docker import translate
 
 # docker/distribution reference grammar: path components separated by [._]|__|-+
-_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*$")
+_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*\Z")
 
 
 def image_uid(service_uid):
@@ -17,7 +17,7 @@ def image_uid(service_uid):
     if _COMPONENT.match(f"pulseup-app-{service_uid}"):
         return service_uid
     text = re.sub(r"[._-]{2,}|[._]-|-[._]", "-", service_uid.lower())
-    text = re.sub(r"^[._-]+|[._-]+$", "", text)
+    text = re.sub(r"^[._-]+|[._-]+\Z", "", text)
     suffix = hashlib.sha256(service_uid.encode()).hexdigest()[:8]
     candidate = f"{text}-{suffix}" if text else suffix
     if not _COMPONENT.match(f"pulseup-app-{candidate}"):
