@@ -1,7 +1,7 @@
-"""The Docker Compose method of ``service.app.deploy`` (commands.md 2.5.5, decisions 27).
+"""The Docker Compose method of ``service.app.deploy`` (commands.md 2.5.5, docs/compose.md).
 
 ``docker compose`` (v2) when it answers, else Debian's ``docker-compose`` (v1, 1.29): v1 has
-no ``--wait`` (ENVIRONMENT.md), so after ``up -d`` the agent polls state and health through
+no ``--wait``, so after ``up -d`` the agent polls state and health through
 the SDK. Safety is the allow-list of ``compose_policy`` (docs/compose.md), checked on the files
 as written and on the merged configuration that ``compose config`` prints, unless
 ``PULSEUP_COMPOSE_ALLOW_PRIVILEGED``. Values the agent writes into its override file have their
@@ -315,7 +315,8 @@ TAIL_BYTES = 4096
 
 
 def child_environment(**extra):
-    """decisions 12: PATH, LANG, HOME and the given values; never the agent's secrets."""
+    """PATH, LANG, HOME and the given values; never the agent's secrets (nor its own
+    environment: a child of the worker must not inherit tokens or passwords)."""
     env = {"PATH": os.environ.get("PATH") or CHILD_PATH, "LANG": "C.UTF-8",
            "HOME": os.environ.get("HOME", "/")}
     env.update({k: v for k, v in extra.items() if v is not None})

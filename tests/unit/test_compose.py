@@ -81,9 +81,10 @@ def test_project_names(uid, requested, expected):
     assert compose.project_name(uid, requested) == expected
 
 
-def test_bad_project_name_is_refused():
+@pytest.mark.parametrize("requested", ["bad name!", "project\n", "-x"])
+def test_bad_project_name_is_refused(requested):
     with pytest.raises(AgentError) as err:
-        compose.project_name("svc", "bad name!")
+        compose.project_name("svc", requested)
     assert err.value.code == "invalid_argument"
 
 
