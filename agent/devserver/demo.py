@@ -192,7 +192,7 @@ def _agent_dirs(demo_dir, user):
 
 
 def agent_settings(state, dirs):
-    """The config lines the demo adds to the agent's (see docs/operations.md for each)."""
+    """The config lines the demo adds to the agent's (each setting is documented in agent/config.py)."""
     settings = {"DOCKER_HOST": state["docker_host"], "ALLOW_INSECURE_TRANSPORT": "true",
                 "PULSEUP_GIT_ALLOWED_HOSTS": f"127.0.0.1:{state['git_port']}",
                 "CADDY_IMAGE": state["images"]["caddy"], "CADDY_TLS_ISSUER": "internal",
