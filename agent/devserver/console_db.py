@@ -16,7 +16,7 @@ from agent.devserver.console_jobs import call
 from agent.devserver.console_views import AGENT, DATABASE, UID_RE, _agent, discover, statuses
 from agent.devserver.http import Response
 
-SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 BACKUP_RE = SAFE_FILE          # agent-made backup uids reach 106 characters
 UPLOAD_TIMEOUT_S = 3600
 

@@ -39,7 +39,7 @@ PROBE_TIMEOUT = 20.0
 # the CLI's own environment: a build arg of that name must not reach it as a variable
 RESERVED_NAME = re.compile(r"^(PATH|HOME|LANG|LC_[A-Z]+|TMPDIR|DOCKER_[A-Z0-9_]*|BUILDKIT_[A-Z0-9_]*|"
                            r"BUILDX_[A-Z0-9_]*|SSL_CERT_[A-Z_]*|HTTPS?_PROXY|NO_PROXY|http_proxy|"
-                           r"https_proxy|no_proxy)$")
+                           r"https_proxy|no_proxy)\Z")
 
 
 def docker_clis(search_path=None):
@@ -157,6 +157,6 @@ class BuildKit:
                 image_id = ""
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        if not re.match(r"^sha256:[0-9a-f]{64}$", image_id):
+        if not re.match(r"^sha256:[0-9a-f]{64}\Z", image_id):
             raise AgentError("command_failed", "docker build (BuildKit) finished without an image id", exit_code=1)
         return image_id
