@@ -10,6 +10,9 @@ interrupted call's answer (``internal``, "agent restarted during operation; ..."
 container that serves.
 """
 
+import json
+import os
+
 import gevent
 import pytest
 
@@ -170,6 +173,49 @@ def test_restore_killed_at_phase(fault_env, home, devserver, phase):
                                                        "safety_backup": False})
         assert back["success"], back
         assert _rows(container) == "1,2,3"
+    finally:
+        worker.stop()
+        fs.remove_service(env, uid)
+
+
+def _recorded_phase(home):
+    """Phases of the records in the worker's STATE_DIR/recovery (read as root from outside)."""
+    directory = os.path.join(home.dir("state"), "recovery")
+    phases = []
+    for name in os.listdir(directory) if os.path.isdir(directory) else []:
+        try:
+            with open(os.path.join(directory, name)) as handle:
+                phases.append(json.load(handle).get("phase"))
+        except (OSError, ValueError):
+            pass            # a temporary file being renamed
+    return phases
+
+
+def test_killed_while_draining_the_previous_version(fault_env, home, worker):
+    """The case of issue 16: killed from outside during the drain, past the point of no return;
+    the restarted worker finishes the switch instead of leaving both versions running."""
+    env, uid = fault_env, fs.unique("ph-drain")
+    env.image("app")
+    try:
+        sha1, sha2 = _two_versions(env, uid)
+        worker.start()
+        assert worker.call("service.app.deploy", fs.deploy_request(env, uid, "dep-1", sha1))["success"]
+        call = gevent.spawn(worker.call, "service.app.deploy",
+                            fs.deploy_request(env, uid, "dep-2", sha2, drain_seconds=300), 900, "deploy-drain")
+        with gevent.Timeout(240):
+            while "cleanup" not in _recorded_phase(home):
+                assert not call.ready(), call.value
+                gevent.sleep(0.05)
+        assert fs.service_containers(env, uid) == [_name(uid, 1), _name(uid, 2)]     # draining
+        worker.kill()
+        worker.start()
+        reply = call.get(timeout=240)
+        _check_answer(reply, _name(uid, 2))
+        final = worker.wait_frame("update_deployment_status",
+                                  lambda d: d.get("deployment_uid") == "dep-2" and d["status"] != "in_progress")
+        assert final["status"] == "completed", final
+        _check_one_version(env, worker, uid, _name(uid, 2), TWO)
+        assert _recorded_phase(home) == []
     finally:
         worker.stop()
         fs.remove_service(env, uid)
