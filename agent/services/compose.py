@@ -197,11 +197,14 @@ class ComposeService:
     def down(self, project, workdir=None, files=(), volumes=False):
         """``compose down --remove-orphans`` (``--volumes`` on request) for service.delete;
         returns the names of the project's containers. When the files or compose itself are
-        gone, the project's containers and networks go through the SDK instead."""
+        gone, or the files no longer pass the policy (a refused commit stays in the clone, and
+        ``down --volumes`` removes every volume its file names), the project's containers,
+        networks and volumes go through the SDK, by the project's label, instead."""
         names = sorted(c.name for c in self.docker.list_containers([f"{COMPOSE_PROJECT}={project}"]))
         files = [f for f in files or () if os.path.isfile(f)]
         if files and workdir and os.path.isdir(workdir):
             try:
+                self._check_down(project, workdir, files)
                 argv, _ = self.command()
                 args = argv + ["-p", project] + [a for f in files for a in ("-f", f)]
                 run_tool(args + ["down", "--remove-orphans"] + (["--volumes"] if volumes else []),
@@ -211,6 +214,14 @@ class ComposeService:
                 _log.warning("compose down of %s failed (%s); removing through Docker", project, exc.code)
         self._remove_project(project, volumes)
         return names
+
+    def _check_down(self, project, workdir, files):
+        """The policy on the files as they are now, the project's directory as the root."""
+        if self.cfg.pulseup_compose_allow_privileged:
+            return
+        plan = ComposePlan(project, workdir, files, [])
+        self.check_files(plan, workdir)
+        self.validate(self._config(plan), workdir, os.path.dirname(files[0]), project)
 
     def _remove_project(self, project, volumes):
         label = {"label": [f"{COMPOSE_PROJECT}={project}"]}

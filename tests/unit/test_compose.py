@@ -268,3 +268,20 @@ def test_plan_checks_the_resolved_document_and_the_dot_env(tmp_path):
     with pytest.raises(AgentError) as err:
         svc.plan("svc", str(clone))
     assert err.value.code == "failed_precondition" and ".env" in err.value.message
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_down_of_files_that_fail_the_policy_goes_through_docker(tmp_path, monkeypatch):
+    """A refused commit stays in the clone: ``down --volumes`` on it would remove the volume
+    of another project that the file names."""
+    (tmp_path / "docker-compose.yml").write_text(
+        "services:\n  web:\n    image: busybox\n    volumes: ['data:/d']\n"
+        "volumes:\n  data:\n    name: pulseup-other_db\n")
+    ran = []
+    real = compose.run_tool
+    monkeypatch.setattr(compose, "run_tool", lambda argv, *a, **k: ran.append(argv) or real(argv, *a, **k))
+    docker = _FakeDocker()
+    service = ComposeService(config.defaults(), docker=docker)
+    service.down("pulseup-svc", str(tmp_path), [str(tmp_path / "docker-compose.yml")], volumes=True)
+    assert not [argv for argv in ran if "down" in argv]
+    assert docker.removed == ["pulseup-svc_web_1", "pulseup-svc_default", "pulseup-svc_data"]

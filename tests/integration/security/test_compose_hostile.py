@@ -5,6 +5,7 @@ A control deploys the same project without the hostile part, and one route deplo
 policy lifted to show that the route is real."""
 import os
 
+import docker.errors
 import pytest
 
 from tests.integration.security.secsupport import (BASE, deploy, make_cfg, project_containers, push, running,
@@ -162,3 +163,29 @@ def test_with_the_policy_lifted_the_socket_route_is_real(tmp_path, docker_host, 
         assert agent.call("service.delete", {"service_uid": uid})["success"]
     finally:
         agent.close()
+
+
+def test_delete_after_a_refused_commit_keeps_another_projects_volume(sec_agent, git_server, docker_client, engine):
+    """The refused commit stays in the clone; service.delete with delete_volumes must not run
+    ``down --volumes`` on it, which would remove the volume its file names."""
+    uid = "sec-delete-foreign-volume"
+    engine(uid)
+    foreign_volume = docker_client.volumes.create("pulseup-other_db")
+    try:
+        good = BASE + "    volumes: ['data:/data']\nvolumes:\n  data:\n"
+        push(git_server, uid, {"docker-compose.yml": good})
+        assert deploy(sec_agent, git_server, uid)["success"]
+        hostile = git_server.commit(uid, {"docker-compose.yml": good + "    name: pulseup-other_db\n"})
+        refused = deploy(sec_agent, git_server, uid, hostile)
+        assert refused["code"] == "failed_precondition" and "pulseup-other_db" in refused["error"], refused
+        deleted = sec_agent.call("service.delete", {"service_uid": uid, "delete_volumes": True})
+        assert deleted["success"], deleted
+        assert project_containers(docker_client, uid) == []
+        foreign_volume.reload()              # raises NotFound if it was removed
+        own = docker_client.volumes.list(filters={"label": f"com.docker.compose.project=pulseup-{uid}"})
+        assert own == []
+    finally:
+        try:
+            foreign_volume.remove(force=True)
+        except docker.errors.NotFound:
+            pass
