@@ -32,7 +32,7 @@ SERVICE = dict.fromkeys((
     "annotations", "attach", "cap_drop", "command", "cpu_count", "cpu_percent",
     "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset",
     "depends_on", "develop", "dns", "dns_opt", "dns_search", "domainname", "entrypoint",
-    "environment", "expose", "extra_hosts", "group_add", "healthcheck", "hostname", "image", "init",
+    "environment", "expose", "extra_hosts", "group_add", "healthcheck", "hostname", "image",
     "isolation", "labels", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness",
     "memswap_limit", "oom_kill_disable", "oom_score_adj", "pids_limit", "platform",
     "ports", "profiles", "pull_policy", "read_only", "restart", "scale", "shm_size", "stdin_open",
@@ -43,6 +43,7 @@ SERVICE.update(dict.fromkeys((
     "build", "volumes", "volumes_from", "env_file", "label_file", "extends", "links", "network_mode",
     "pid", "ipc", "uts", "userns_mode", "cgroup", "security_opt", "logging", "blkio_config", "deploy",
     "post_start", "pre_stop", "runtime", "volume_driver", "privileged", "container_name", "networks",
+    "init",
 ), CHECKED))
 SERVICE.update(dict.fromkeys((
     "cap_add", "cgroup_parent", "credential_spec", "device_cgroup_rules", "devices",
@@ -54,7 +55,7 @@ BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "labels", "t
               "secrets", "cache_from", "cache_to", "network", "additional_contexts", "ssh"}
 VOLUME_KEYS = {"driver", "driver_opts", "external", "labels", "name"}
 NETWORK_KEYS = {"driver", "external", "labels", "name", "ipam", "internal", "attachable", "enable_ipv6"}
-FILE_OBJECT_KEYS = {"file", "environment", "content", "name"}
+FILE_OBJECT_KEYS = {"file", "environment", "content", "name", "labels"}
 SAFE_SECURITY_OPTS = {"no-new-privileges", "no-new-privileges:true", "no-new-privileges=true"}
 LOG_DRIVERS = {"json-file", "local", "none", "journald"}
 PRIVATE_PROPAGATION = {"private", "rprivate"}
@@ -249,6 +250,12 @@ def _check_networks(scope, where, value):
         refuse(f"{where}.{PROXY_NETWORK}", "aliases and addresses on the agent's network are not allowed")
 
 
+def _check_init(scope, where, value):
+    """A boolean; compose v1's code would take a string as the host path of the init binary."""
+    if not isinstance(value, bool):
+        refuse(where, "must be true or false")
+
+
 def _check_privileged(scope, where, value):
     if value is not False:
         refuse(where, "is not allowed")
@@ -367,9 +374,7 @@ def _check_volume_driver(scope, where, value):
 
 def _check_build(scope, where, build):
     build = {"context": build} if isinstance(build, str) else mapping(where, build)
-    unknown = sorted(set(build) - BUILD_KEYS)
-    if unknown:
-        refuse(where, f"key {unknown[0]!r} is not allowed")
+    _only(where, build, BUILD_KEYS)
     context = build.get("context") or "."
     if _is_remote(context):
         refuse(f"{where}.context", f"remote context {context} is not allowed")
@@ -416,6 +421,7 @@ _SERVICE_CHECKS = {
     "blkio_config": _check_blkio, "deploy": _check_deploy, "post_start": _check_hooks,
     "pre_stop": _check_hooks, "runtime": _check_runtime, "volume_driver": _check_volume_driver,
     "privileged": _check_privileged, "container_name": _check_container_name, "networks": _check_networks,
+    "init": _check_init,
 }
 
 
@@ -474,7 +480,7 @@ def _check_file_object(scope, where, item):
 
 
 def _only(where, item, allowed):
-    unknown = sorted(set(item) - allowed)
+    unknown = sorted(k for k in set(item) - allowed if not str(k).startswith("x-"))
     if unknown:
         refuse(where, f"key {unknown[0]!r} is not allowed")
 

@@ -101,6 +101,7 @@ def refused(call, *words):
     ({"build": {"context": ".", "entitlements": ["network.host"]}}, ["build", "'entitlements'"]),
     ({"unknown_key": 1}, ["unknown_key", "allowed list"]),
     ({"container_name": "pulseup-db-victim"}, ["container_name", "reserved"]),
+    ({"init": "/usr/bin/evil-init"}, ["init", "true or false"]),
     ({"networks": {"pulseup-net": {"aliases": ["pulseup-victim-web"]}}}, ["networks.pulseup-net"]),
     ({"networks": {"pulseup-net": {"ipv4_address": "172.30.0.9"}}}, ["networks.pulseup-net"]),
 ])
@@ -124,7 +125,7 @@ def test_symlink_in_the_clone_pointing_outside_is_refused(clone):
 def test_a_safe_project_passes(clone):
     service = {
         "image": "busybox", "build": {"context": ".", "dockerfile": "sub/Dockerfile", "args": {"A": "b"},
-                                      "additional_contexts": {"img": "docker-image://busybox", "s": "./sub"},
+                                      "additional_contexts": {"img": "docker-image://busybox", "s": "./sub"}, "x-note": 1,
                                       "network": "default"},
         "volumes": ["./static:/srv:ro", f"{clone}/sub:/sub", "data:/data", "/anonymous",
                     {"type": "volume", "source": "data", "target": "/d2"}, {"type": "tmpfs", "target": "/tmp"},
@@ -136,12 +137,13 @@ def test_a_safe_project_passes(clone):
         "environment": {"A": "$$HOME"}, "deploy": {"resources": {"limits": {"cpus": "0.5"}}},
         "blkio_config": {"weight": 300}, "runtime": "runc", "x-anything": {"privileged": True},
         "container_name": "web-1", "networks": {"back": {"aliases": ["api"]}, "pulseup-net": None},
+        "init": True,
     }
     resolved(clone, service, volumes={"data": {"driver_opts": {"type": "none", "o": "bind,ro", "device": f"{clone}/static"}},
                                       "cache": {"driver_opts": {"type": "tmpfs", "device": "tmpfs"}},
                                       "named": {"name": "pulseup-x_named"}},
              networks={"pulseup-net": {"external": True, "name": "pulseup-net"}, "back": {"driver": "bridge"}},
-             secrets={"s": {"file": f"{clone}/env"}, "e": {"environment": "A"}},
+             secrets={"s": {"file": f"{clone}/env", "labels": {"a": "b"}}, "e": {"environment": "A"}},
              configs={"c": {"file": "./static"}, "inline": {"content": "x"}})
 
 
