@@ -32,7 +32,7 @@ SERVICE = dict.fromkeys((
     "annotations", "attach", "cap_drop", "command", "cpu_count", "cpu_percent",
     "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares", "cpus", "cpuset",
     "depends_on", "develop", "dns", "dns_opt", "dns_search", "domainname", "entrypoint",
-    "environment", "expose", "extra_hosts", "group_add", "healthcheck", "hostname", "image",
+    "environment", "expose", "extra_hosts", "group_add", "healthcheck", "hostname",
     "isolation", "labels", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness",
     "memswap_limit", "oom_kill_disable", "oom_score_adj", "pids_limit", "platform",
     "ports", "profiles", "pull_policy", "read_only", "restart", "scale", "shm_size", "stdin_open",
@@ -43,7 +43,7 @@ SERVICE.update(dict.fromkeys((
     "build", "volumes", "volumes_from", "env_file", "label_file", "extends", "links", "network_mode",
     "pid", "ipc", "uts", "userns_mode", "cgroup", "security_opt", "logging", "blkio_config", "deploy",
     "post_start", "pre_stop", "runtime", "volume_driver", "privileged", "container_name", "networks",
-    "init",
+    "init", "image",
 ), CHECKED))
 SERVICE.update(dict.fromkeys((
     "cap_add", "cgroup_parent", "credential_spec", "device_cgroup_rules", "devices",
@@ -250,6 +250,30 @@ def _check_networks(scope, where, value):
         refuse(f"{where}.{PROXY_NETWORK}", "aliases and addresses on the agent's network are not allowed")
 
 
+def _check_image(scope, where, value):
+    """Not an image of another service: the agent's ``pulseup-app-<uid>`` images, or another
+    compose project's ``pulseup-<uid>_<service>``. With ``build`` compose would also tag its
+    build with that name, replacing the other service's image."""
+    repository = _image_repository(str(value))
+    own = {f"{scope.project}{sep}{name}" for name in scope.services for sep in "_-"}
+    if repository == "pulseup-app" or repository.startswith("pulseup-app-") or (
+            "_" in repository and repository.startswith(RESERVED_PREFIX) and repository not in own):
+        refuse(where, f"{value} is the image of another service")
+
+
+def _image_repository(reference):
+    """``[registry/]path[:tag][@digest]`` -> path, lowercased (library/ dropped)."""
+    name = reference.split("@", 1)[0].lower()
+    head, sep, tail = name.rpartition("/")
+    name = head + sep + tail.split(":", 1)[0]
+    parts = name.split("/")
+    if len(parts) > 1 and ("." in parts[0] or ":" in parts[0] or parts[0] == "localhost"):
+        parts = parts[1:]
+    if len(parts) > 1 and parts[0] == "library":
+        parts = parts[1:]
+    return "/".join(parts)
+
+
 def _check_init(scope, where, value):
     """A boolean; compose v1's code would take a string as the host path of the init binary."""
     if not isinstance(value, bool):
@@ -421,7 +445,7 @@ _SERVICE_CHECKS = {
     "blkio_config": _check_blkio, "deploy": _check_deploy, "post_start": _check_hooks,
     "pre_stop": _check_hooks, "runtime": _check_runtime, "volume_driver": _check_volume_driver,
     "privileged": _check_privileged, "container_name": _check_container_name, "networks": _check_networks,
-    "init": _check_init,
+    "init": _check_init, "image": _check_image,
 }
 
 

@@ -102,11 +102,21 @@ def refused(call, *words):
     ({"unknown_key": 1}, ["unknown_key", "allowed list"]),
     ({"container_name": "pulseup-db-victim"}, ["container_name", "reserved"]),
     ({"init": "/usr/bin/evil-init"}, ["init", "true or false"]),
+    ({"image": "pulseup-app-victim:abc123"}, ["image", "another service"]),
+    ({"image": "localhost:5000/pulseup-app-victim"}, ["image", "another service"]),
+    ({"image": "pulseup-app:victim"}, ["image", "another service"]),
+    ({"image": "pulseup-victim_web:latest"}, ["image", "another service"]),
     ({"networks": {"pulseup-net": {"aliases": ["pulseup-victim-web"]}}}, ["networks.pulseup-net"]),
     ({"networks": {"pulseup-net": {"ipv4_address": "172.30.0.9"}}}, ["networks.pulseup-net"]),
 ])
 def test_every_reaching_field_is_refused(clone, service, words):
     refused(lambda: resolved(clone, {"image": "busybox", **service}), *words)
+
+
+@pytest.mark.parametrize("image", ["busybox", "docker.io/library/postgres:15", "pulseup-test/appbase:latest",
+                                   "pulseup-x_web", "pulseup-x-db:1", "registry.test:5000/team/app@sha256:ab"])
+def test_images_of_anyone_but_other_services_pass(clone, image):
+    resolved(clone, {"image": image})
 
 
 def test_service_names_of_the_agent_are_reserved(clone):

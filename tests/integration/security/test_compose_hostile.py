@@ -69,6 +69,10 @@ ROUTES = {
                              "networks:\n  pulseup-net: {external: true}\n", {}, {}, ["networks.pulseup-net"]),
     "reserved-service-name": (BASE.replace("  web:", "  pulseup-db-victim:"), {}, {},
                               ["service pulseup-db-victim", "reserved"]),
+    "retag-another-services-image": (BASE.replace("image: pulseup-test/appbase:latest",
+                                                  "image: pulseup-app-victim:latest\n    build: ./app"),
+                                     {"app/Dockerfile": "FROM pulseup-test/appbase:latest\n"}, {},
+                                     ["image", "pulseup-app-victim:latest", "another service"]),
     "unknown-key": (BASE + "    use_api_socket: true\n", {}, {}, ["use_api_socket", "allowed list"]),
 }
 
