@@ -1,10 +1,10 @@
 """Logging: JSON lines to stderr, secret redaction, a ring buffer, crash logging.
 
 Every record passes one :class:`RedactingFilter` that removes registered
-secret values (join token, access tokens, passwords: decisions 25), values of
+secret values (join token, access tokens, passwords: docs/security.md), values of
 keys that look secret in ``extra`` (whatever their case), and PEM private key
-blocks. A :class:`RingBuffer` keeps the last lines for ``agent.logs.fetch``
-(decisions 47).
+blocks; secrets held by a call are reference-counted (docs/security.md, "Secret
+redaction"). A :class:`RingBuffer` keeps the last lines for ``agent.logs.fetch``.
 """
 
 import collections

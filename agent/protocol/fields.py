@@ -2,7 +2,7 @@
 
 commands.md 1.1: integers must be JSON integers (``"8080"`` and ``8080.5`` are
 refused), booleans JSON booleans; unknown keys are ignored; a key differing
-only in letter case is accepted when the exact key is absent (decisions 45).
+only in letter case is accepted when the exact key is absent.
 """
 
 import re

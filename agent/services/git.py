@@ -1,6 +1,6 @@
 """Application sources: clone or update a repository into ``APPS_DIR/<service_uid>``.
 
-commands.md 2.5.4 and decisions 12, 28, 28a. The access token reaches git only through
+commands.md 2.5.4 and docs/security.md ("Git"). The access token reaches git only through
 ``GIT_ASKPASS`` (a fixed script that prints the private variable ``PULSEUP_GIT_TOKEN`` from
 its own environment): never argv, the remote URL, the git config or logs. Git runs through
 :class:`GitRunner` rather than GitPython's ``Git.execute`` because the latter always starts
@@ -41,7 +41,7 @@ MESSAGE_MAX = 4096
 STDERR_TAIL = 4096
 KILL_GRACE = 5.0
 ASKPASS = """#!/bin/sh
-# GIT_ASKPASS helper of the PulseUp agent (decisions 28): git runs it with the prompt as $1.
+# GIT_ASKPASS helper of the PulseUp agent (docs/security.md): git runs it with the prompt as $1.
 # The token lives only in this process's environment.
 case "$1" in
   Username*) printf '%s\\n' "x-access-token" ;;
@@ -162,7 +162,7 @@ def expected_config(repo_url):
 
 
 class GitRunner:
-    """Runs git with a minimal environment, a deadline and cancellation (decisions 12)."""
+    """Runs git with a minimal environment, a deadline and cancellation."""
 
     def __init__(self, cfg, askpass_path, home):
         self.cfg = cfg
@@ -175,7 +175,7 @@ class GitRunner:
                "GIT_CONFIG_GLOBAL": os.devnull, "GIT_LFS_SKIP_SMUDGE": "1", "GIT_NO_REPLACE_OBJECTS": "1",
                "GIT_PAGER": "cat",
                "GIT_ALLOW_PROTOCOL": "https:http" if self.cfg.allow_insecure_transport else "https"}
-        if self.cfg.git_ca_file:  # decisions 28a: http.sslCAInfo through the environment
+        if self.cfg.git_ca_file:  # GIT_CA_FILE: http.sslCAInfo through the environment, not argv
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.sslCAInfo",
                        GIT_CONFIG_VALUE_0=self.cfg.git_ca_file)
         if token:
