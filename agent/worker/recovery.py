@@ -96,7 +96,12 @@ def _merge(state_dir, records, operations):
             if isinstance(operation.get(key), str) and not record.get(key):
                 record[key] = operation[key]
         interrupted.write(state_dir, record)    # durable before the old record is gone
-    return [r for r in by_id.values() if r["kind"] in KINDS and _clean(r["service_uid"])]
+    kept = [r for r in by_id.values() if r["kind"] in KINDS and _clean(r["service_uid"])]
+    for record in by_id.values():
+        if record not in kept:
+            _log.warning("dropping a phase record this agent cannot recover: %s", record["operation_id"][:200])
+            interrupted.remove(state_dir, record["operation_id"])
+    return kept
 
 
 def _valid(operation):

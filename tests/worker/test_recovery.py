@@ -168,9 +168,11 @@ def test_install_and_database_deploy_report_a_terminal_service_status(tmp_path):
     _write_operations(cfg, [{"operation_id": "install:web", "kind": "install", "service_uid": "web"},
                             {"operation_id": "x", "kind": "install", "service_uid": "../etc"},
                             {"operation_id": "y", "kind": "unknown", "service_uid": "web"}])
+    interrupted.write(cfg.state_dir, {"kind": "future", "operation_id": "future:web", "service_uid": "web"})
     worker = Worker(cfg, identity=None)
     try:
         assert [r["operation_id"] for r in worker.recovery.pending] == ["install:web"]
+        assert [r["operation_id"] for r in interrupted.load_all(cfg.state_dir)] == ["install:web"]
         _recover_with(worker, FakeDeploy(None))
         frames = queued(worker)
     finally:
