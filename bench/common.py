@@ -290,7 +290,15 @@ def _worker_main():
     registry.add("bench.sleep", _sleep_command)
     worker = Worker(cfg, load_identity(cfg), registry)
     gevent.signal_handler(15, worker.stopping.set)
-    return worker.run()
+    profile_to = os.environ.get("PULSEUP_BENCH_PROFILE")     # cProfile of the worker, for bench work
+    if not profile_to:
+        return worker.run()
+    import cProfile
+    profiler = cProfile.Profile()
+    try:
+        return profiler.runcall(worker.run)
+    finally:
+        profiler.dump_stats(profile_to)
 
 
 def _echo_main(cert_file, key_file):

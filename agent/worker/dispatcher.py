@@ -127,9 +127,9 @@ class Dispatcher:
         try:
             result = command.func(ctx, data)
         except AgentError as exc:
-            self._answer_error(message, exc)
+            self._answer_error(message, exc, durable=False)
             return
-        self._answer(message, result)
+        self._answer(message, result, durable=False)
 
     # -- admission -------------------------------------------------------
     def _admit(self, job):
@@ -237,21 +237,27 @@ class Dispatcher:
             job.on_finished(job)
 
     # -- answers ---------------------------------------------------------
-    def _answer(self, message, result):
+    def _answer(self, message, result, durable=True):
         if message.type == "legacy":
             self.send_direct(envelope.legacy_response(True, result))
         elif message.type == "call":
-            self._respond(message.call_id, envelope.response_frame(message.call_id, True, result))
+            self._respond(message.call_id, envelope.response_frame(message.call_id, True, result), durable)
 
-    def _answer_error(self, message, exc, operation_id=None):
+    def _answer_error(self, message, exc, operation_id=None, durable=True):
         if message.type == "legacy":
             self.send_direct(envelope.legacy_response(False, exc.reply_data(), exc.message, exc.code))
         elif message.type == "call":
-            self._respond(message.call_id, envelope.error_response(message.call_id, exc, operation_id))
+            self._respond(message.call_id, envelope.error_response(message.call_id, exc, operation_id), durable)
         else:
             _log.warning("event %s failed: %s (%s)", message.event, exc.message, exc.code)
 
-    def _respond(self, call_id, frame):
+    def _respond(self, call_id, frame, durable=True):
+        """A durable reply goes through the call log and the outbox; the reply of an inline
+        command (agent.ping: no effect, cheap to ask again) is written directly and never
+        journaled (docs/protocol.md, "Delivery")."""
+        if not durable:
+            self.send_direct(frame)
+            return
         fitted = envelope.outbound(frame)      # a response always comes back, maybe as an error
         self.calls.finish(call_id, fitted[0])
         self.outbox.put_outbound(fitted, key=call_id)

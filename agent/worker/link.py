@@ -11,7 +11,8 @@ from agent import __version__, exitcodes, log, sdnotify
 from agent.errors import AgentError
 from agent.protocol import envelope
 from agent.worker.backoff import Backoff
-from agent.worker.connection import AUTH_TIMEOUT, AuthRefused, LinkStopped, Session, guard_frame_size
+from agent.worker.connection import (AUTH_TIMEOUT, AuthRefused, LinkStopped, ReadAhead, Session,
+                                     guard_frame_size)
 
 _log = log.get("connection")
 MAX_PENDING_CALLS = 1000
@@ -143,6 +144,7 @@ class Link:
             raise ConnectionError("the server closed the connection during the handshake "
                                   "(is the client certificate accepted?)") from None
         ws.settimeout(self.cfg.ping_timeout)
+        ReadAhead(ws)
         guard_frame_size(ws, self.cfg.max_message_bytes)
         return ws
 

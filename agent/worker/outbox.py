@@ -114,6 +114,16 @@ class Outbox:
         self.ready.clear()
         return None
 
+    def head(self, count, max_bytes):
+        """Up to ``count`` oldest entries (at least one if any) within ``max_bytes``."""
+        found, size = [], 0
+        for seq, (text, _, _) in self._entries.items():
+            if found and (len(found) >= count or size + len(text) > max_bytes):
+                break
+            found.append((seq, text))
+            size += len(text)
+        return found
+
     def ack(self, seq):
         """The entry was written to the socket: forget it."""
         if self._drop_entry(seq):

@@ -111,7 +111,7 @@ def _raise_once(target, name):
 
 
 @pytest.mark.parametrize("greenlet, method", [
-    ("reader", "_on_frame"), ("sender", "_write"), ("watchdog", "_liveness_problem")])
+    ("reader", "_on_frame"), ("sender", "_write_batch"), ("watchdog", "_liveness_problem")])
 def test_a_failure_in_any_session_greenlet_ends_the_session_and_it_reconnects(devserver, start_agent, greenlet, method):
     agent = start_agent(ping_interval=0.3)
     session = agent.worker.link.session
@@ -125,7 +125,7 @@ def test_a_failure_in_any_session_greenlet_ends_the_session_and_it_reconnects(de
 def test_a_sender_that_stops_writing_is_declared_dead_and_replaced(devserver, start_agent):
     agent = start_agent(ping_interval=0.5, ping_timeout=2.0)
     session = agent.worker.link.session
-    session.ws.send = lambda *args, **kwargs: gevent.sleep(3600)   # a write that never returns
+    session._write_batch = lambda outbox: gevent.sleep(3600)   # a write that never returns
     wait_for(lambda: session.closed.is_set(), timeout=20)
     agent.wait_reconnects(1, timeout=20)
     ping(devserver, agent)

@@ -63,11 +63,15 @@ class Harness:
         self.send(frame)
 
     def responses(self):
-        """Drain the outbox; the response frames by call_id."""
+        """Drain the outbox and the direct responses (inline commands); the response frames
+        by call_id."""
         out = {}
+        frames = [f for f in self.direct if f.get("type") == "response"]
+        self.direct[:] = [f for f in self.direct if f.get("type") != "response"]
         while (head := self.outbox.peek()) is not None:
-            frame = envelope.decode(head[1]).raw
+            frames.append(envelope.decode(head[1]).raw)
             self.outbox.ack(head[0])
+        for frame in frames:
             if frame["type"] == "response":
                 out.setdefault(frame["call_id"], []).append(frame["data"])
         return out
