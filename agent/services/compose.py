@@ -60,6 +60,7 @@ class ComposePlan:
     up_services: list = field(default_factory=list)   # empty: all services
     config: dict = field(default_factory=dict)        # merged configuration
     version: str = None          # the compose file's `version:` (v1 needs it in the override)
+    root: str = None             # the clone (realpath), which bounds every host path
 
     @property
     def alias(self):
@@ -115,7 +116,7 @@ class ComposeService:
         files = [main] + [inside(root, os.path.join(os.path.dirname(main), n), "docker_compose_path")
                           for n in dict.fromkeys(names)
                           if os.path.lexists(os.path.join(os.path.dirname(main), n))]
-        plan = ComposePlan(project_name(service_uid, project), workdir, files, [])
+        plan = ComposePlan(project_name(service_uid, project), workdir, files, [], root=root)
         self.check_files(plan, root)
         plan.config = self._config(plan)
         plan.services = sorted((plan.config.get("services") or {}).keys())
@@ -182,8 +183,13 @@ class ComposeService:
 
     def up(self, plan, override, health_timeout, on_line, ctx=None):
         """Bring the project up and wait until it is ready; returns
-        ``{project, container_name, upstream, containers}``."""
+        ``{project, container_name, upstream, containers}``. The policy runs again first: a
+        running container with the clone mounted may have changed it since :meth:`plan`
+        (the wait for a build slot can be long)."""
         argv, version = self.command()
+        if plan.root and not self.cfg.pulseup_compose_allow_privileged:
+            self.check_files(plan, plan.root)
+            self.validate(self._config(plan), plan.root, os.path.dirname(plan.files[0]), plan.project)
         self.docker.ensure_network()
         args = argv + _file_args(plan) + ["-f", override, "up", "-d", "--build", "--remove-orphans"]
         if version == 2:

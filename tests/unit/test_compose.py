@@ -285,3 +285,19 @@ def test_down_of_files_that_fail_the_policy_goes_through_docker(tmp_path, monkey
     service.down("pulseup-svc", str(tmp_path), [str(tmp_path / "docker-compose.yml")], volumes=True)
     assert not [argv for argv in ran if "down" in argv]
     assert docker.removed == ["pulseup-svc_web_1", "pulseup-svc_default", "pulseup-svc_data"]
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose not installed")
+def test_up_checks_the_files_again(tmp_path):
+    """Between plan and up (a build slot wait) a container with the clone mounted can change it."""
+    clone = tmp_path / "clone"
+    (clone / "static").mkdir(parents=True)
+    (clone / "docker-compose.yml").write_text("services:\n  web:\n    image: busybox\n"
+                                              "    volumes: ['./static:/srv']\n")
+    svc = ComposeService(config.defaults(), docker=None)   # refused before Docker is used
+    plan = svc.plan("svc", str(clone))
+    os.rmdir(clone / "static")
+    os.symlink("/var/run", clone / "static")
+    with pytest.raises(AgentError) as err:
+        svc.up(plan, "/nonexistent-override.yml", 10, None)
+    assert err.value.code == "failed_precondition" and "static" in err.value.message
