@@ -36,7 +36,7 @@ from agent import log
 from agent.errors import AgentError, invalid
 from agent.services import compose_policy
 from agent.services.docker import COMPOSE_PROJECT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID
-from agent.services.docker import health_of, state_of, translate
+from agent.services.docker import health_of, labels_of, state_of, translate
 
 AUTO_OVERRIDES = ("docker-compose.override.yml", "docker-compose.override.yaml",
                   "compose.override.yml", "compose.override.yaml")
@@ -61,6 +61,7 @@ class ComposePlan:
     config: dict = field(default_factory=dict)        # merged configuration
     version: str = None          # the compose file's `version:` (v1 needs it in the override)
     root: str = None             # the clone (realpath), which bounds every host path
+    service_uid: str = None      # the service the project belongs to
 
     @property
     def alias(self):
@@ -116,7 +117,8 @@ class ComposeService:
         files = [main] + [inside(root, os.path.join(os.path.dirname(main), n), "docker_compose_path")
                           for n in dict.fromkeys(names)
                           if os.path.lexists(os.path.join(os.path.dirname(main), n))]
-        plan = ComposePlan(project_name(service_uid, project), workdir, files, [], root=root)
+        plan = ComposePlan(project_name(service_uid, project), workdir, files, [], root=root,
+                           service_uid=service_uid)
         self.check_files(plan, root)
         plan.config = self._config(plan)
         plan.services = sorted((plan.config.get("services") or {}).keys())
@@ -190,6 +192,7 @@ class ComposeService:
         if plan.root and not self.cfg.pulseup_compose_allow_privileged:
             self.check_files(plan, plan.root)
             self.validate(self._config(plan), plan.root, os.path.dirname(plan.files[0]), plan.project)
+        self._check_owner(plan)
         self.docker.ensure_network()
         args = argv + _file_args(plan) + ["-f", override, "up", "-d", "--build", "--remove-orphans"]
         if version == 2:
@@ -199,6 +202,17 @@ class ComposeService:
         containers = self.wait_ready(plan, health_timeout, ctx)
         return {"project": plan.project, "container_name": plan.project, "upstream": plan.alias,
                 "containers": [c.name for c in containers]}
+
+    def _check_owner(self, plan):
+        """A requested project name may be another service's project: ``up --remove-orphans``
+        would then replace or remove that service's containers."""
+        if plan.service_uid is None:
+            return
+        for container in self.docker.list_containers([f"{COMPOSE_PROJECT}={plan.project}"]):
+            if labels_of(container).get(SERVICE_UID) != plan.service_uid:
+                raise AgentError("failed_precondition", f"compose project {plan.project} holds "
+                                 f"{container.name}, which is not this service's: choose another "
+                                 "docker_compose_project_name", field="service.docker_compose_project_name")
 
     def down(self, project, workdir=None, files=(), volumes=False):
         """``compose down --remove-orphans`` (``--volumes`` on request) for service.delete;

@@ -301,3 +301,35 @@ def test_up_checks_the_files_again(tmp_path):
     with pytest.raises(AgentError) as err:
         svc.up(plan, "/nonexistent-override.yml", 10, None)
     assert err.value.code == "failed_precondition" and "static" in err.value.message
+
+
+class _Labelled:
+    def __init__(self, name, labels):
+        self.name, self.attrs = name, {"Config": {"Labels": labels}}
+
+
+class _OwnerDocker:
+    def __init__(self, containers):
+        self.containers, self.network = containers, False
+
+    def list_containers(self, labels=(), all=True):
+        return self.containers
+
+    def ensure_network(self):
+        self.network = True
+
+
+def test_up_refuses_a_project_that_holds_another_services_containers(monkeypatch):
+    monkeypatch.setattr(ComposeService, "command", lambda self: (["docker-compose"], 1))
+    docker = _OwnerDocker([_Labelled("pulseup-victim_db_1", {"pulseup.service_uid": "victim"})])
+    plan = ComposePlan("pulseup-victim", "/w", ["/w/docker-compose.yml"], ["web"], service_uid="attacker")
+    with pytest.raises(AgentError) as err:
+        ComposeService(config.defaults(), docker).up(plan, "/o.yml", 10, None)
+    assert err.value.code == "failed_precondition" and "pulseup-victim_db_1" in err.value.message
+    assert err.value.field == "service.docker_compose_project_name" and not docker.network
+    docker.containers = [_Labelled("pulseup-victim_db_1", {"pulseup.service_uid": "victim"})]
+    plan.service_uid = "victim"
+    monkeypatch.setattr(compose, "run_tool", lambda *a, **k: "")
+    monkeypatch.setattr(ComposeService, "wait_ready", lambda self, plan, timeout, ctx=None: [])
+    ComposeService(config.defaults(), docker).up(plan, "/o.yml", 10, None)   # its own: fine
+    assert docker.network

@@ -49,10 +49,11 @@ def push(git_server, uid, files, symlinks=None):
     return git_server.commit(uid, {}, message="symlinks") if symlinks else None
 
 
-def deploy(agent, git_server, uid, sha=None, env_vars=None):
+def deploy(agent, git_server, uid, sha=None, env_vars=None, **service):
     data = {"service_uid": uid, "deployment_uid": f"{uid}-1", "github_repo": f"{git_server.base_url}/{uid}.git",
             "access_token": git_server.token, "github_branch": "main", "health_timeout_seconds": 30,
-            "env_vars": env_vars or {"GREETING": "hi"}, "service": {"deployment_method": "docker-compose"}}
+            "env_vars": env_vars or {"GREETING": "hi"},
+            "service": {"deployment_method": "docker-compose", **service}}
     if sha:
         data["commit_sha"] = sha
     return agent.call("service.app.deploy", data)

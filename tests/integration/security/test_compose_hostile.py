@@ -193,3 +193,23 @@ def test_delete_after_a_refused_commit_keeps_another_projects_volume(sec_agent, 
             foreign_volume.remove(force=True)
         except docker.errors.NotFound:
             pass
+
+
+def test_project_name_of_another_service_is_refused(sec_agent, git_server, docker_client, engine, app_base_image):
+    """docker_compose_project_name naming another service's project: ``up --remove-orphans``
+    would replace or remove that service's containers."""
+    uid = "sec-project-hijack"
+    engine(uid)
+    victim = docker_client.containers.run(
+        app_base_image, ["sh", "-c", "while true; do sleep 1; done"], name="pulseup-victim_web_1", detach=True,
+        labels={"com.docker.compose.project": "pulseup-victim", "com.docker.compose.service": "web",
+                "pulseup.managed": "true", "pulseup.service_uid": "victim"})
+    try:
+        push(git_server, uid, {"docker-compose.yml": BASE})
+        reply = deploy(sec_agent, git_server, uid, docker_compose_project_name="pulseup-victim")
+        assert reply["code"] == "failed_precondition" and "pulseup-victim_web_1" in reply["error"], reply
+        victim.reload()
+        assert victim.status == "running"
+        assert [c.id for c in project_containers(docker_client, "victim")] == [victim.id]
+    finally:
+        victim.remove(force=True)
