@@ -8,6 +8,7 @@ import re
 import pytest
 
 from agent.errors import AgentError
+from agent.services import compose_fields
 from agent.services import compose_policy as policy
 
 DOCS = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "compose.md")
@@ -135,7 +136,8 @@ def test_symlink_in_the_clone_pointing_outside_is_refused(clone):
 def test_a_safe_project_passes(clone):
     service = {
         "image": "busybox", "build": {"context": ".", "dockerfile": "sub/Dockerfile", "args": {"A": "b"},
-                                      "additional_contexts": {"img": "docker-image://busybox", "s": "./sub"}, "x-note": 1,
+                                      "additional_contexts": {"img": "docker-image://busybox", "s": "./sub"},
+                                      "x-note": 1,
                                       "network": "default"},
         "volumes": ["./static:/srv:ro", f"{clone}/sub:/sub", "data:/data", "/anonymous",
                     {"type": "volume", "source": "data", "target": "/d2"}, {"type": "tmpfs", "target": "/tmp"},
@@ -149,7 +151,8 @@ def test_a_safe_project_passes(clone):
         "container_name": "web-1", "networks": {"back": {"aliases": ["api"]}, "pulseup-net": None},
         "init": True,
     }
-    resolved(clone, service, volumes={"data": {"driver_opts": {"type": "none", "o": "bind,ro", "device": f"{clone}/static"}},
+    bind = {"type": "none", "o": "bind,ro", "device": f"{clone}/static"}
+    resolved(clone, service, volumes={"data": {"driver_opts": bind},
                                       "cache": {"driver_opts": {"type": "tmpfs", "device": "tmpfs"}},
                                       "named": {"name": "pulseup-x_named"}},
              networks={"pulseup-net": {"external": True, "name": "pulseup-net"}, "back": {"driver": "bridge"}},
@@ -158,7 +161,8 @@ def test_a_safe_project_passes(clone):
 
 
 @pytest.mark.parametrize("sections, words", [
-    ({"volumes": {"d": {"driver_opts": {"type": "none", "o": "bind", "device": "/var/run"}}}}, ["volume device", "/var/run"]),
+    ({"volumes": {"d": {"driver_opts": {"type": "none", "o": "bind", "device": "/var/run"}}}},
+     ["volume device", "/var/run"]),
     ({"volumes": {"d": {"driver_opts": {"type": "none", "o": "bind", "device": "./static"}}}}, ["absolute"]),
     ({"volumes": {"d": {"driver_opts": {"type": "ext4", "device": "/dev/sda1"}}}}, ["volume d", "'ext4'"]),
     ({"volumes": {"d": {"driver_opts": {"type": "nfs", "o": "addr=10.0.0.1", "device": ":/x"}}}}, ["'nfs'"]),
@@ -192,6 +196,11 @@ def test_the_table_covers_every_key_of_the_compose_spec_it_names():
                                    "userns_mode", "links", "external_links", "secrets", "configs"}
     assert set(policy.TOP_LEVEL) == {"version", "name", "services", "networks", "volumes", "secrets",
                                      "configs", "include"}
+
+
+def test_every_checked_key_has_a_check():
+    checked = {key for key, verdict in policy.SERVICE.items() if verdict == policy.CHECKED}
+    assert checked == set(compose_fields.SERVICE_CHECKS) | set(compose_fields.NAMESPACE_MODES)
 
 
 def test_docs_table_matches_the_policy():
