@@ -11,6 +11,7 @@ from agent.errors import AgentError
 
 POLICY_ENV = "PULSEUP_COMPOSE_ALLOW_PRIVILEGED"
 PROXY_NETWORK = "pulseup-net"
+MAX_MESSAGE = 400
 RESERVED_PREFIX = "pulseup-"   # the agent's names on pulseup-net: pulseup-caddy, pulseup-db-<uid>...
 BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "labels", "target", "shm_size",
               "extra_hosts", "isolation", "no_cache", "pull", "platforms", "tags", "ulimits",
@@ -32,9 +33,11 @@ NAMESPACE_MODES = {  # key -> values accepted besides "service:<a service of thi
 
 
 def refuse(where, reason):
-    """The one refusal of this policy: failed_precondition naming the key."""
-    raise AgentError("failed_precondition", f"compose {where}: {reason} "
-                     f"(set {POLICY_ENV}=true to allow)")
+    """The one refusal of this policy: failed_precondition naming the key. Names and values
+    come from the repository: control characters are escaped and the text is capped."""
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in f"{where}: {reason}")
+    text = text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
+    raise AgentError("failed_precondition", f"compose {text} (set {POLICY_ENV}=true to allow)")
 
 
 class Scope:

@@ -120,6 +120,14 @@ def test_images_of_anyone_but_other_services_pass(clone, image):
     resolved(clone, {"image": image})
 
 
+def test_refusals_escape_control_characters_and_stay_short(clone):
+    document = {"services": {"web\nFORGED log line": {"image": "busybox", "devices": ["/dev/sda"]}}}
+    message = refused(lambda: policy.check_resolved(document, str(clone), str(clone), "pulseup-x"), "web\\nFORGED")
+    assert "\n" not in message
+    long = {"services": {"web": {"image": "busybox", "volumes": ["/" + "a" * 5000 + ":/x"]}}}
+    assert len(refused(lambda: policy.check_resolved(long, str(clone), str(clone), "pulseup-x"))) < 500
+
+
 def test_service_names_of_the_agent_are_reserved(clone):
     document = {"services": {"pulseup-db-victim": {"image": "busybox"}}}
     refused(lambda: policy.check_resolved(document, str(clone), str(clone), "pulseup-x"), "reserved")
