@@ -15,8 +15,6 @@ COPY tag /tag
 EXPOSE 8080
 CMD ["sh", "-c", "trap 'exit 0' TERM; (i=0; while true; do i=$((i+1)); echo \\"$(cat /tag) $i\\"; sleep 0.1; done) & %shttpd -f -p 8080 -h /www & wait"]
 """
-HTTP = requests.Session()
-HTTP.trust_env = False
 
 
 def unique(prefix):
@@ -39,9 +37,13 @@ def deploy_request(git, uid, deployment_uid, sha, **extra):
 
 def proxy_get(env, host, timeout=5.0):
     """(status, body) of plain HTTP with ``Host`` through the agent's Caddy."""
-    response = HTTP.get(f"http://127.0.0.1:{env['CADDY_HTTP_PORT']}/", headers={"Host": host}, timeout=timeout,
-                        allow_redirects=False)
-    return response.status_code, response.text
+    # a fresh connection each time: Caddy closes idle keep-alive connections when a new
+    # config is loaded, and a pooled one would then fail the next request
+    with requests.Session() as session:
+        session.trust_env = False
+        response = session.get(f"http://127.0.0.1:{env['CADDY_HTTP_PORT']}/", timeout=timeout,
+                               headers={"Host": host, "Connection": "close"}, allow_redirects=False)
+        return response.status_code, response.text
 
 
 def wait_body(env, host, expected, timeout=30.0):

@@ -35,6 +35,18 @@ def test_ping_whose_reply_would_exceed_512_kib_is_invalid_argument(wire):
     wire.refused("agent.ping", {"blob": "x" * (600 * 1024)}, "invalid_argument")
 
 
+def test_wrapper_forms_and_unknown_commands(wire):
+    """commands.md 1.1: the `command` wrapper and the legacy `call` double wrapper."""
+    wrapped = wire.ok("command", {"command": "agent.ping", "data": {"w": 1}})
+    assert wrapped["echo"] == {"w": 1}
+    legacy = wire.ok("call", {"type": "call", "call_id": "inner-ignored", "event": "agent.ping", "data": {"w": 2}})
+    assert legacy["echo"] == {"w": 2}
+    wire.refused("no.such.command", {}, "unimplemented", contains="unknown event: no.such.command")
+    wire.refused("command", {"command": "no.such.command"}, "unimplemented", contains="unknown command: no.such.command")
+    wire.refused("command", {"data": {}}, "invalid_argument", contains="invalid command format")
+    wire.refused("call", {"event": 5}, "invalid_argument", contains="invalid call message format")
+
+
 @covers("agent.hardware.info", "server.stats.live", outcome="success")
 def test_hardware_info_and_live_stats(wire):
     info = wire.ok("agent.hardware.info")
@@ -128,6 +140,13 @@ def test_cleanup_logs_deletes_old_logs_outside_the_agents_own(wire, e2e_agent):
     data = wire.ok("agent.command.execute", {"command_id": "disk.cleanup_logs"})
     assert data["exit_code"] == 0
     assert not os.path.exists(old) and os.path.exists(own) and os.path.exists(fresh)
+    stale, recent = os.path.join(roots, "tmp", "stale"), os.path.join(roots, "tmp", "recent")
+    for path in (stale, recent):
+        with open(path, "w") as handle:
+            handle.write("x\n")
+    os.utime(stale, (time.time() - 8 * 86400, time.time()))      # not accessed for 8 days
+    assert wire.ok("agent.command.execute", {"command_id": "disk.cleanup_temp"})["exit_code"] == 0
+    assert not os.path.exists(stale) and os.path.exists(recent)
 
 
 @covers("agent.command.execute", outcome="refusal")

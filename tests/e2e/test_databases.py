@@ -87,6 +87,21 @@ def test_deploy_refusals(db, wire):
     wire.refused("database.deploy", {"service_uid": uid, "type": "redis", "password": "x"}, "conflict", timeout=120)
 
 
+@covers("agent.command.execute", outcome="success")
+def test_volume_prune_keeps_the_database_volume(db, wire, docker_client):
+    """commands.md 2.1: prunes always exclude pulseup.component=database volumes."""
+    stray = docker_client.volumes.create(unique("e2e-stray"))
+    wire.ok("service.stop", {"service_uid": db[0]}, timeout=120)      # its volume is now unused
+    try:
+        data = wire.ok("agent.command.execute", {"command_id": "docker.prune_volumes", "confirm": True})
+        assert data["exit_code"] == 0
+        names = {v.name for v in docker_client.volumes.list()}
+        assert f"pulseup-db-vol-{db[0]}" in names and stray.name not in names
+    finally:
+        wire.ok("service.start", {"service_uid": db[0]}, timeout=120)
+    assert psql(docker_client, db[0], "SELECT 1") == "1"
+
+
 @covers("database.logs.fetch", outcome="success")
 def test_database_logs(db, wire):
     data = wire.ok("database.logs.fetch", {"service_uid": db[0], "lines": 20})

@@ -35,6 +35,9 @@ def test_stop_start_restart(app, wire, docker_client):
     assert docker_client.containers.get(name).status == "exited"
     wire.wait_events("update_service_status", lambda e: e["service_uid"] == uid and e["status"] == "stopped", mark)
     assert service_status(wire, uid, mark) == ["stopping", "stopped"]
+    stop = wire.wait_event("container_stopped", lambda e: e["container_name"] == name, mark, timeout=30)
+    assert stop["expected"] is True and stop["service_uid"] == uid and stop["action"] in ("stop", "die", "kill")
+    assert stop["container_id"] == docker_client.containers.get(name).id
     assert wire.ok("service.stop", {"service_uid": uid})["stopped_containers"] == []      # already stopped: fine
     assert wire.ok("service.status.get", {"service_uid": uid})["status"] == "stopped"
 
