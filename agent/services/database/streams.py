@@ -12,7 +12,6 @@ import os
 import zlib
 
 import gevent
-import zstandard
 
 from agent.errors import AgentError
 
@@ -47,6 +46,7 @@ class CompressedFile:
         self.size = 0
         self.compressed_size = 0
         if compression == "zstd":
+            import zstandard    # at use: not part of an idle worker (issue 19)
             self._codec = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
         else:  # wbits 31 = gzip container, readable by gzip(1)
             self._codec = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)
@@ -110,6 +110,7 @@ class Decoder:
     def __init__(self, path, compression):
         self.handle = open(path, "rb")
         if compression == "zstd":
+            import zstandard
             self._reader = zstandard.ZstdDecompressor().stream_reader(self.handle, read_size=CHUNK)
             self._read = lambda: self._reader.read(CHUNK)
         else:
@@ -135,8 +136,13 @@ class Decoder:
                 if not data:
                     return
                 yield data
-        except (zstandard.ZstdError, zlib.error) as exc:
+        except (_zstd_error(), zlib.error) as exc:
             raise AgentError("integrity_error", f"backup does not decompress: {exc}") from exc
 
     def close(self):
         self.handle.close()
+
+
+def _zstd_error():
+    import zstandard
+    return zstandard.ZstdError
