@@ -16,4 +16,20 @@ if [ "$(id -u)" = 0 ] && getent passwd pulseup-worker >/dev/null; then
 		fi
 	done
 fi
+
+# The engine's socket comes from the host (docker-compose.yml): its group is the host's
+# docker group, whose id the image's docker group (made by docker.io's postinst) need not
+# share, and the supervisor gives the worker the docker group by name
+# (agent/supervisor/main.py worker_spec). Renumber that group to the socket's (-o: the id
+# may belong to another group of the image). Group 0 is refused: that would hand the
+# worker root's group for every file of the container.
+sock=/var/run/docker.sock
+if [ "$(id -u)" = 0 ] && [ -S "$sock" ] && getent group docker >/dev/null; then
+	gid=$(stat -c %g "$sock")
+	if [ "$gid" = 0 ]; then
+		echo "pulseup-docker-entrypoint: $sock belongs to group 0; the worker cannot use it" >&2
+	elif [ "$gid" != "$(getent group docker | cut -d: -f3)" ]; then
+		groupmod -o -g "$gid" docker
+	fi
+fi
 exec /usr/bin/pulseup-agent "$@"

@@ -118,6 +118,8 @@ class Worker:
         self.services.system.start(self.services)
         from agent.services import docker_events
         self.services.docker_events = docker_events.start(self.services)
+        from agent.services import selfnet    # a containerised agent joins pulseup-net (commands.md 2.5.3)
+        selfnet.start(self.services)
         self.services.spawn("proxy-reapply", self._reapply_proxy)
         self.recovery.start(self.dispatcher, self._answer_recovered)
         for name in ("backups", "update"):   # schedules; the auto-update loop

@@ -20,6 +20,7 @@ import sys
 import time
 import uuid
 
+import docker
 import docker.errors
 import pytest
 
@@ -59,8 +60,12 @@ def dev_image(docker_client):
 
 
 @pytest.fixture
-def compose(docker_host, dev_image, tmp_path):
-    """docker-compose against the test engine, in a project dir of its own (its .env)."""
+def compose(docker_host, dev_image, tmp_path, test_network):
+    """docker-compose against the test engine, in a project dir of its own (its .env).
+
+    test_network: the session's pulseup-net exists before any agent container starts, since
+    the agent attaches itself to pulseup-net and creates it when missing; the session fixture
+    creating it afterwards would make a second network of the same name."""
     project = "pulseupdev" + uuid.uuid4().hex[:8]
     env = {**os.environ, "DOCKER_HOST": docker_host, "COMPOSE_PROJECT_NAME": project,
            "DEVSERVER_PORT": str(_free_port()), "DOCKER_SOCKET": docker_host[len("unix://"):],
@@ -120,16 +125,24 @@ def _connected_agent(container):
     return next((a for a in agents if a["connected"]), None)
 
 
-def test_compose_runs_supervisor_and_worker_against_the_devserver(compose, docker_client):
+def _start(compose, docker_client, extra_env=None):
+    """devserver up, its banner (plus ``extra_env``) into `.env`, then the agent; returns
+    (devserver container, agent container, the connected agent's record)."""
     compose("up", "-d", "--no-build", "devserver")
     devserver = _container(docker_client, compose, "devserver")
     banner = _eventually(lambda: _banner(devserver))
     assert banner, devserver.logs()[-3000:]
-    (compose.dir / ".env").write_text("".join(f"{key}={value}\n" for key, value in banner.items()))
+    settings = {**banner, **(extra_env or {})}
+    (compose.dir / ".env").write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
     compose("up", "-d", "--no-build", "pulseup-agent")
     agent = _container(docker_client, compose, "pulseup-agent")
     connected = _eventually(lambda: _connected_agent(devserver))
     assert connected, agent.logs()[-5000:]
+    return devserver, agent, connected
+
+
+def test_compose_runs_supervisor_and_worker_against_the_devserver(compose, docker_client):
+    devserver, agent, connected = _start(compose, docker_client)
     assert connected["version"] == __version__
     code, output = _devserver(devserver, "call", connected["server_uid"], "agent.ping", '{"probe": "dev"}')
     reply = json.loads(output)
@@ -144,6 +157,117 @@ def test_compose_runs_supervisor_and_worker_against_the_devserver(compose, docke
     # The entrypoint handed the bind-mounted STATE_DIR (created by Docker as root) to the worker.
     assert agent.exec_run(["stat", "-c", "%U %a", "/var/lib/pulseup/state"]).output.split() == \
         [b"pulseup-worker", b"700"]
+
+
+class _Relay:
+    """TCP relay from an address the containers can reach (their network's gateway on the
+    host) to a test server that listens on loopback only (the git server)."""
+
+    def __init__(self, listen_host, target_port):
+        from gevent.server import StreamServer
+        self.server = StreamServer((listen_host, 0), self._handle)
+        self.target = ("127.0.0.1", target_port)
+
+    def start(self):
+        self.server.start()
+        return self.server.server_port
+
+    def stop(self):
+        self.server.stop(timeout=1)
+
+    def _handle(self, client, _address):
+        import gevent
+        upstream = socket.create_connection(self.target, timeout=30)
+        back = gevent.spawn(_pipe, upstream, client)
+        _pipe(client, upstream)
+        back.join(timeout=30)
+        upstream.close()
+        client.close()
+
+
+def _pipe(source, sink):
+    try:
+        while True:
+            data = source.recv(65536)
+            if not data:
+                break
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def app_repo(docker_client, app_base_image, git_server):
+    """(uid, sha) of a Dockerfile app (busybox httpd on 8080 serving index.html); its
+    containers and images are removed afterwards."""
+    uid = "devapp" + uuid.uuid4().hex[:8]
+    _, sha = git_server.add_repo(uid, {
+        "Dockerfile": f"FROM {app_base_image}\nCOPY index.html /www/index.html\n",
+        "index.html": f"hello from {uid}\n"})
+    yield uid, sha
+    for container in docker_client.containers.list(all=True, filters={"label": f"pulseup.service_uid={uid}"}):
+        container.remove(force=True)
+    for image in docker_client.images.list():
+        if any(tag.startswith((f"pulseup-app:{uid}", f"pulseup-app-{uid}")) for tag in image.tags):
+            docker_client.images.remove(image.id, force=True)
+
+
+def test_compose_agent_joins_pulseup_net_and_deploys_through_the_gate(compose, docker_host, docker_client, git_server,
+                                                                      app_repo):
+    """commands.md 2.5.3: the containerised agent attaches itself to pulseup-net, then a
+    Dockerfile app deployed through it passes the readiness gate (HTTP GET of
+    health_check_path at the app's pulseup-net address, dialled from inside the agent's
+    container). The agent reaches the host's git server through a relay on its network's
+    gateway. Note: this engine runs without iptables, so the host would also route between
+    bridges; the attachment itself is therefore checked explicitly."""
+    uid, sha = app_repo
+    compose("up", "-d", "--no-build", "devserver")
+    network = docker_client.networks.get(f"{compose.project}_default")
+    gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]
+    relay = _Relay(gateway, git_server.port)
+    port = relay.start()
+    try:
+        devserver, agent, connected = _start(compose, docker_client, {
+            "ALLOW_INSECURE_TRANSPORT": "true", "PULSEUP_GIT_ALLOWED_HOSTS": f"{gateway}:{port}"})
+        assert _eventually(lambda: "pulseup-net" in _networks(agent)), (_networks(agent), agent.logs()[-3000:])
+        request = {"service_uid": uid, "deployment_uid": f"{uid}-1", "github_repo": f"http://{gateway}:{port}/{uid}.git",
+                   "access_token": git_server.token, "github_branch": "main", "commit_sha": sha,
+                   "internal_port": 8080, "health_check_path": "/index.html", "health_timeout_seconds": 120,
+                   "drain_seconds": 0, "env_vars": {}}
+        # the exec's reply comes at the end: a client whose read timeout outlasts the deploy
+        patient = docker.DockerClient(base_url=docker_host, timeout=700)
+        try:
+            code, output = _devserver(patient.containers.get(devserver.id), "call", "--timeout", "600s",
+                                      connected["server_uid"], "service.app.deploy", json.dumps(request))
+        finally:
+            patient.close()
+    finally:
+        relay.stop()
+    reply = json.loads(output)
+    code, output = _devserver(devserver, "call", connected["server_uid"], "service.deploy.logs.fetch", json.dumps(
+        {"service_uid": uid, "deployment_uid": f"{uid}-1", "log_type": "all", "lines": -1}))
+    logs = json.loads(output).get("data") or {}
+    if not reply["success"]:
+        pytest.fail(f"deploy failed: {reply.get('error')}\n--- deploy log:\n{str(logs.get('logs'))[-4000:]}\n"
+                    f"--- agent:\n{agent.logs()[-3000:].decode('utf-8', 'replace')}", pytrace=False)
+    app = docker_client.containers.get(reply["data"]["container_name"])
+    assert app.status == "running" and "pulseup-net" in _networks(app)
+    assert "builder: BuildKit through /usr/bin/docker" in logs["logs"], logs["logs"][-3000:]
+    gate = next(step for step in logs["steps"] if step["id"] == "health_check")
+    assert gate["status"] == "success", logs["steps"]
+    # the agent's own address on pulseup-net shares the app's subnet: the gate's dial stays on it
+    agent.reload()
+    assert _networks(agent)["pulseup-net"]["NetworkID"] == _networks(app)["pulseup-net"]["NetworkID"]
+
+
+def _networks(container):
+    container.reload()
+    return container.attrs["NetworkSettings"]["Networks"]
 
 
 def test_debug_compose_file_is_valid(compose):
