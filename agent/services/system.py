@@ -148,6 +148,21 @@ class SystemService:
             info["primary_ip"] = primary
         return info
 
+    @staticmethod
+    def register_payload(info):
+        """The ``register_hardware_info`` event from a HardwareInfo (commands.md 3): flat
+        fields, with the HardwareInfo itself (plus ``default_name``) as ``metadata``."""
+        return {
+            "hostname": info["hostname"], "default_name": info["hostname"],
+            "ip_address": info["public_ip"], "private_ip": info.get("primary_ip", "unknown"),
+            "cpu_model": info["cpu"]["model"], "cpu_arch": info["cpu"]["arch"],
+            "cpu_cores": info["cpu_physical_cores"], "cpu_count": info["cpu_logical_count"],
+            "ram_gb": round(info["total_memory_gb"], 2), "storage_gb": round(info["storage_total_gb"], 2),
+            "os_name": info["os"]["name"], "os_version": info["os"]["version"],
+            "kernel_version": info["os"]["kernel"],
+            "metadata": dict(info, default_name=info["hostname"]), "collected_at": _utc_now(),
+        }
+
     def public_ip(self):
         """The host's public address from PULSEUP_PUBLIC_IP_LOOKUP_URL, or "unknown".
 

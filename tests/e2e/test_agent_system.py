@@ -35,6 +35,22 @@ def test_ping_whose_reply_would_exceed_512_kib_is_invalid_argument(wire):
     wire.refused("agent.ping", {"blob": "x" * (600 * 1024)}, "invalid_argument")
 
 
+def test_register_hardware_info_after_authentication(wire):
+    """commands.md 3: the first frame after authentication, flat fields plus the HardwareInfo."""
+    first = next(frame for _, frame in wire.frames if frame.get("type") == "event")
+    assert first["event"] == "register_hardware_info"
+    data = first["data"]
+    info = wire.ok("agent.hardware.info")
+    assert data["hostname"] == data["default_name"] == info["hostname"] and data["ip_address"] == "unknown"
+    assert data["private_ip"] == info.get("primary_ip", "unknown") and data["cpu_model"] == info["cpu"]["model"]
+    assert data["cpu_arch"] == info["cpu"]["arch"] and data["cpu_cores"] == info["cpu_physical_cores"]
+    assert data["cpu_count"] == info["cpu_logical_count"] and data["ram_gb"] == round(info["total_memory_gb"], 2)
+    assert data["storage_gb"] == round(info["storage_total_gb"], 2) and data["os_name"] == info["os"]["name"]
+    assert data["os_version"] == info["os"]["version"] and data["kernel_version"] == info["os"]["kernel"]
+    assert data["metadata"]["default_name"] == info["hostname"] and data["metadata"]["cpu"] == info["cpu"]
+    assert re.match(RFC3339, data["collected_at"])
+
+
 def test_wrapper_forms_and_unknown_commands(wire):
     """commands.md 1.1: the `command` wrapper and the legacy `call` double wrapper."""
     wrapped = wire.ok("command", {"command": "agent.ping", "data": {"w": 1}})
