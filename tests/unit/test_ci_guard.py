@@ -47,3 +47,10 @@ def test_local_runs_keep_their_skips(tmp_path):
     done = _run(tmp_path, "")
     assert done.returncode == 0, done.stdout
     assert "1 passed, 2 skipped, 1 xfailed" in done.stdout, done.stdout
+
+
+def test_the_suite_uses_the_guard():
+    """tests/conftest.py exposes the hook, so every test of the suite is under it."""
+    import tests.ci
+    import tests.conftest
+    assert tests.conftest.pytest_runtest_makereport is tests.ci.pytest_runtest_makereport
