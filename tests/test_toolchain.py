@@ -15,6 +15,7 @@ How a fresh machine was checked is in docs/support.md ("A brand-new machine").
 """
 import ast
 import fnmatch
+import functools
 import glob
 import os
 import re
@@ -152,19 +153,32 @@ def test_the_scan_sees_known_calls():
         assert name in found, name
 
 
-def _owner(path):
-    """The package owning ``path`` per `dpkg -S` (merged-/usr spellings and symlinks tried)."""
+def _spellings(path):
+    """``path`` as dpkg may have recorded it: itself, its target, the merged-/usr aliases."""
     candidates = [path, os.path.realpath(path)]
     for alias, real in (("/bin/", "/usr/bin/"), ("/sbin/", "/usr/sbin/")):
         candidates += [c.replace(real, alias, 1) for c in candidates if c.startswith(real)]
         candidates += [c.replace(alias, real, 1) for c in candidates if c.startswith(alias)]
-    for candidate in dict.fromkeys(candidates):
-        done = subprocess.run(["dpkg", "-S", candidate], capture_output=True, text=True, timeout=60)
-        for line in done.stdout.splitlines():
-            package, _, owned = line.partition(": ")
-            if owned.strip() == candidate and not package.startswith("diversion"):
-                return package.split(":")[0]          # drop an :arch qualifier
-    return None
+    return list(dict.fromkeys(candidates))
+
+
+@functools.lru_cache(maxsize=1)
+def _dpkg_owners():
+    """{path: package} for every spelling of every declared tool, from one `dpkg -S` run."""
+    paths = [p for pattern, _, _ in TOOLS.values() for found in glob.glob(pattern) for p in _spellings(found)]
+    done = subprocess.run(["dpkg", "-S", *dict.fromkeys(paths)], capture_output=True, text=True, timeout=120)
+    owners = {}
+    for line in done.stdout.splitlines():   # "pkg[:arch][, pkg2]: /path"; diversions are skipped
+        package, _, owned = line.partition(": ")
+        if not package.startswith("diversion"):
+            owners[owned.strip()] = package.split(",")[0].split(":")[0].strip()
+    return owners
+
+
+def _owner(path):
+    """The package owning ``path`` per `dpkg -S` (merged-/usr spellings and symlinks tried)."""
+    owners = _dpkg_owners()
+    return next((owners[c] for c in _spellings(path) if c in owners), None)
 
 
 def _depends(package):
