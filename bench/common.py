@@ -219,6 +219,36 @@ def start_echo_process(work):
     return proc, f"wss://127.0.0.1:{port}/echo", ca_file
 
 
+def process_tree_rss_kib(pid):
+    """RSS of ``pid`` and of every process below it, in KiB (the issue's "process tree")."""
+    total, pending = 0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            total += rss_kib(current)
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as handle:
+                    pending.extend(int(child) for child in handle.read().split())
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def harness():
+    """The integration test harness package (private dockerd, Caddy, git server), imported."""
+    path = os.path.join(ROOT, "tests", "integration")
+    if path not in sys.path:
+        sys.path.insert(0, path)
+    import harness as module
+    import harness.images  # noqa: F401  (build_base_image and friends, as harness.images)
+    return module
+
+
+def private_dockerd():
+    """A started private Docker engine (tests/integration/harness/dockerd.py); call .stop()."""
+    return harness().DockerDaemon().start()
+
+
 # -- the lab: an in-process devserver and real workers in subprocesses ---------------------
 
 class Lab:
@@ -290,6 +320,9 @@ def _worker_main():
     registry.add("bench.sleep", _sleep_command)
     worker = Worker(cfg, load_identity(cfg), registry)
     gevent.signal_handler(15, worker.stopping.set)
+    modules_to = os.environ.get("PULSEUP_BENCH_MODULES")    # sys.modules on SIGUSR2, for bench work
+    if modules_to:
+        gevent.signal_handler(12, lambda: _dump_modules(modules_to))
     profile_to = os.environ.get("PULSEUP_BENCH_PROFILE")     # cProfile of the worker, for bench work
     if not profile_to:
         return worker.run()
@@ -299,6 +332,11 @@ def _worker_main():
         return profiler.runcall(worker.run)
     finally:
         profiler.dump_stats(profile_to)
+
+
+def _dump_modules(path):
+    with open(path, "w") as handle:
+        handle.write("\n".join(sorted(sys.modules)) + "\n")
 
 
 def _echo_main(cert_file, key_file):
