@@ -14,10 +14,8 @@ from agent.errors import AgentError
 from agent.protocol import ipc
 
 TIMEOUT = 5.0
-# Asked of the supervisor. No op of that name exists yet, so the supervisor answers
-# `unknown_op` without running anything, which proves it is alive and speaks the IPC protocol
-# (agent/supervisor/dispatch.py; docs/operations.md, "Doctor"); a read-only status op of that
-# name would answer with data instead.
+# The supervisor's read-only status op (agent/supervisor/ops.py); a supervisor from before it
+# existed answers `unknown_op`, which still shows a live supervisor speaking the IPC protocol.
 STATUS_OP = "supervisor.status"
 SUPERVISOR_HINT = ("start it: `systemctl start pulseup-supervisor` (or `pulseup-agent run`); "
                    "its log is `journalctl -u pulseup-supervisor`")

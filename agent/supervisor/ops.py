@@ -48,9 +48,13 @@ class Host:
     roots: Roots = field(default_factory=Roots)
     restart_worker: Callable = None     # set in `run` mode: restart the child instead of the unit
     worker_status: dict = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
     package_deadline: float = packages.DEADLINE
     _packages: object = field(default=None, repr=False)
     _lock: object = field(default_factory=threading.Lock, repr=False)
+
+    def package_running(self):
+        return self._packages is not None and self._packages.status()["running"]
 
     def package_runner(self):
         """The one PackageRunner (made on first use, with the seam in place then)."""
@@ -247,6 +251,16 @@ class WorkerStatusArgs(RequestSchema):
     version = StrictString(required=True, validate=validate.Length(max=64))
 
 
+def supervisor_status(call, args):
+    """Read-only: who answers and what it knows (``pulseup-agent doctor`` asks this)."""
+    from agent import __version__
+    status = dict(call.host.worker_status)
+    return {"version": __version__, "pid": os.getpid(), "uptime_seconds": round(time.time() - call.host.started_at, 1),
+            "worker": {"connected": bool(status.get("connected")), "version": status.get("version"),
+                       "reported_at": status.get("at")},
+            "package_run_active": call.host.package_running()}
+
+
 def worker_status(call, args):
     call.host.worker_status.clear()
     call.host.worker_status.update(args, at=time.time(), pid=getattr(call.peer, "pid", None))
@@ -342,4 +356,5 @@ OPS = {
     "ssh.authorized_keys.add": Op(SshAddArgs, ssh_add, (60, 60.0), 30.0),
     "ssh.authorized_keys.remove": Op(SshRemoveArgs, ssh_remove, (60, 60.0), 30.0),
     "worker.status": Op(WorkerStatusArgs, worker_status, (120, 60.0), 5.0),
+    "supervisor.status": Op(NoArgs, supervisor_status, (120, 60.0), 5.0),
 }

@@ -291,3 +291,15 @@ def test_op_crash_is_failed_internal(host):
     ops = dict(OPS, **{"test.crash": Op(NoArgs, lambda call, args: 1 / 0, (5, 1.0), 1.0)})
     reply, call = OpDispatcher(host, ops=ops).handle(request("test.crash"))
     assert reply["error"]["reason"] == "internal" and call.after == []
+
+
+def test_supervisor_status_is_read_only(dispatcher, host):
+    dispatcher.handle(request("worker.status", {"connected": True, "version": "1.2.3"}))
+    before = dict(host.worker_status)
+    reply, _ = dispatcher.handle(request("supervisor.status", {}))
+    assert reply["ok"], reply
+    result = reply["result"]
+    assert result["pid"] == os.getpid() and result["uptime_seconds"] >= 0
+    assert result["worker"]["connected"] is True and result["worker"]["version"] == "1.2.3"
+    assert result["package_run_active"] is False
+    assert host.worker_status == before
