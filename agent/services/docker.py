@@ -70,11 +70,13 @@ def map_error(exc, what="docker"):
     if isinstance(exc, docker.errors.NotFound):
         return AgentError("not_found", f"{what}: {exc.explanation or 'not found'}")
     if isinstance(exc, docker.errors.APIError):
-        status, text = exc.status_code, exc.explanation or str(exc)
+        status, text = exc.status_code or 500, exc.explanation or str(exc)
         if status == 409:
             return AgentError("conflict", f"{what}: {text}")
-        if status == 403:
+        if status in (401, 403):
             return AgentError("permission_denied", f"{what}: {text}")
+        if 400 <= status < 500:    # the engine refused the request as given
+            return AgentError("invalid_argument", f"{what}: {text}")
         return AgentError("internal", f"internal error: {what}: {text}")
     if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
                         ConnectionError, FileNotFoundError)) or _is_connect_failure(exc):
@@ -100,6 +102,47 @@ def translate(what="docker"):
         raise
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise map_error(exc, what) from exc
+
+
+def ensure_network(client, name=NETWORK):
+    """The bridge network ``name`` (a docker.DockerClient's), created when missing."""
+    import docker.errors
+
+    with translate(f"network {name}"):
+        for attempt in range(2):
+            # the names filter matches substrings: compare exactly
+            for network in client.networks.list(names=[name]):
+                if network.name == name:
+                    return network
+            try:
+                return client.networks.create(name, driver="bridge", labels={MANAGED: "true"})
+            except docker.errors.APIError:
+                if attempt:  # not created concurrently by someone else: a real failure
+                    raise
+
+
+def image_present(api, image, what=None):
+    """True when the engine has ``image`` (low-level ``api`` client); other failures raise
+    the translated AgentError."""
+    try:
+        with translate(what or f"inspect image {image}"):
+            api.inspect_image(image)
+        return True
+    except AgentError as exc:
+        if exc.code == "not_found":
+            return False
+        raise
+
+
+def inspect_or_none(api, name, what=None):
+    """The container's inspect dict, or None when it does not exist; raises AgentError."""
+    try:
+        with translate(what or f"inspect container {name}"):
+            return api.inspect_container(name)
+    except AgentError as exc:
+        if exc.code == "not_found":
+            return None
+        raise
 
 
 def labels_of(container):
@@ -309,20 +352,7 @@ class DockerService:
 
     def ensure_network(self, name=NETWORK):
         """The bridge network ``name``, created when missing (exact name match)."""
-        import docker.errors
-
-        with translate(f"network {name}"):
-            for attempt in range(2):
-                # the names filter matches substrings: compare exactly
-                for network in self.client.networks.list(names=[name]):
-                    if network.name == name:
-                        return network
-                try:
-                    return self.client.networks.create(name, driver="bridge",
-                                                       labels={MANAGED: "true"})
-                except docker.errors.APIError:
-                    if attempt:  # not created concurrently by someone else: a real failure
-                        raise
+        return ensure_network(self.client, name)
 
     def exec_stream(self, container, cmd, environment=None, user="", workdir=None):
         """Start ``cmd`` (an argv list) in a container; an :class:`ExecStream` of

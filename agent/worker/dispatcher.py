@@ -8,6 +8,7 @@ for at most ``ADMISSION_WAIT`` and is then answered ``unavailable``.
 """
 
 import collections
+import dataclasses
 import time
 import traceback
 
@@ -58,10 +59,44 @@ class Dispatcher:
             self._admit(job)
 
     def submit(self, job):
-        """Admit a job the agent created itself (a scheduled backup): same operation
-        table, per-service FIFO and deadline as a call; ``job.on_finished(job)`` runs
-        when it ends, ``job.error`` then holds the error it ended with."""
+        """Admit a job the agent created itself (restart recovery): same operation table,
+        per-service FIFO and deadline as a call; ``job.on_finished(job)`` runs when it ends,
+        ``job.error`` then holds the error it ended with."""
         self._admit(job)
+
+    # -- the job port handed to services ---------------------------------
+    def run_as(self, name, base_command, request, func, not_started):
+        """Run ``func(ctx, request)`` as an operation of ``base_command``'s kind, listed as
+        ``name`` (a scheduled backup: ``database.backup.scheduled`` under the rules of
+        ``database.backup.create``). ``not_started(error)`` is called when the job ends
+        before ``func`` ran (cancelled or expired while queued, refused, shutting down)."""
+        if self.draining:
+            not_started(AgentError("unavailable", "agent is shutting down"))
+            return
+        base = self.registry.get(base_command)
+        if base is None or base.operation is None:
+            not_started(AgentError("failed_precondition", f"{base_command} is not available on this agent"))
+            return
+        started = []
+
+        def run(ctx, req):
+            started.append(True)
+            return func(ctx, req)
+
+        def finished(job):
+            if not started:
+                not_started(job.error or _not_started_error(job))
+
+        command = dataclasses.replace(base, name=name, func=run)
+        job = Job(envelope.Message(type="event", event=name, data=request), command, request,
+                  base.operation.default_timeout(request), base.operation)
+        job.on_finished = finished
+        self._admit(job)
+
+    def busy(self, kind, service_uid):
+        """An operation of ``kind`` for the service is running or queued."""
+        return any(job.spec.kind == kind and (job.request or {}).get("service_uid") == service_uid
+                   for job in list(self.operations.by_id.values()))
 
     def _answered_before(self, call_id):
         """Idempotency (protocol.md 5, decisions 5): never run a call_id twice."""
@@ -297,3 +332,8 @@ class Dispatcher:
     def version(self):
         return __version__
 
+
+def _not_started_error(job):
+    if time.monotonic() >= job.deadline:
+        return AgentError("deadline_exceeded", f"{job.command.name} expired before it could start")
+    return AgentError("unavailable", "agent is shutting down")

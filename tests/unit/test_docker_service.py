@@ -22,6 +22,8 @@ def test_state_mapping_of_commands_1_7(state, health, expected):
     (api_error(404, "No such container: x"), "not_found"),
     (api_error(409, "name in use"), "conflict"),
     (api_error(403, "denied"), "permission_denied"),
+    (api_error(401, "unauthorized"), "permission_denied"),
+    (api_error(400, "invalid reference format"), "invalid_argument"),
     (api_error(500, "driver failed"), "internal"),
     (requests.exceptions.ConnectionError("refused"), "unavailable"),
     (docker.errors.DockerException("Error while fetching server API version: boom"), "unavailable"),

@@ -9,11 +9,9 @@ the service, recorded in operations.json). Without a dispatcher (tools, unit tes
 runs of one service apart.
 """
 
-import dataclasses
 import time
 
 from agent.errors import AgentError
-from agent.protocol.envelope import Message
 
 COMMAND = "database.backup.scheduled"       # the name operations.list shows
 BASE_COMMAND = "database.backup.create"     # whose OperationSpec (commands.md 1.8) applies
@@ -50,52 +48,18 @@ class LocalRunner:
 
 
 class DispatcherRunner:
-    """Admit runs as operations of the worker's dispatcher (one table, one lock per service)."""
+    """Admit runs as operations of the worker's dispatcher through its job port (one table,
+    one lock per service): ``jobs.run_as`` and ``jobs.busy``."""
 
-    def __init__(self, dispatcher):
-        self.dispatcher = dispatcher
+    def __init__(self, jobs):
+        self.jobs = jobs
 
     def busy(self, service_uid):
         """A backup operation (manual, scheduled or pre-restore safety) of the service is
         running or queued."""
-        for job in list(self.dispatcher.operations.by_id.values()):
-            request = job.request or {}
-            if job.spec.kind == "backup" and request.get("service_uid") == service_uid:
-                return True
-        return False
+        return self.jobs.busy("backup", service_uid)
 
     def submit(self, request, func, not_started):
-        """Queue ``func`` behind the service's other operations. ``not_started(error)`` is
-        called when the dispatcher ends the job before ``func`` ran (cancelled or expired
-        while queued, refused by a full queue or pool, shutting down)."""
-        if getattr(self.dispatcher, "draining", False):
-            not_started(AgentError("unavailable", "agent is shutting down"))
-            return
-        base = self.dispatcher.registry.get(BASE_COMMAND)
-        if base is None or base.operation is None:
-            not_started(AgentError("failed_precondition", f"{BASE_COMMAND} is not available on this agent"))
-            return
-        started = []
-
-        def run(ctx, req):
-            started.append(True)
-            return func(ctx, req)
-
-        def finished(job):
-            if not started:
-                not_started(_why_not_started(job, self.dispatcher))
-
-        command = dataclasses.replace(base, name=COMMAND, func=run)
-        message = Message(type="event", event=COMMAND, data=request)
-        from agent.worker.operations import Job   # only the worker has a dispatcher
-        job = Job(message, command, request, base.operation.default_timeout(request), base.operation)
-        job.on_finished = finished
-        self.dispatcher.submit(job)
-
-
-def _why_not_started(job, dispatcher):
-    if job.error is not None:
-        return job.error
-    if time.monotonic() >= job.deadline:
-        return AgentError("deadline_exceeded", "scheduled backup expired before it could start")
-    return AgentError("unavailable", "agent is shutting down")
+        """Queue ``func`` behind the service's other operations; ``not_started(error)`` when
+        it never ran."""
+        self.jobs.run_as(COMMAND, BASE_COMMAND, request, func, not_started)

@@ -17,8 +17,8 @@ import gevent
 from agent import log
 from agent.errors import AgentError
 from agent.services.docker import (
-    COMPONENT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID, VERSION, labels_of, state_of,
-    translate)
+    COMPONENT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID, VERSION, image_present, labels_of,
+    state_of, translate)
 
 NAME = "pulseup-caddy"
 LEGACY_NAME = "caddy"
@@ -143,14 +143,11 @@ class ProxyContainer:
                     type="json-file", config={"max-size": "10m", "max-file": "3"}))
 
     def _ensure_image(self, image):
-        import docker.errors
-
+        if image_present(self.docker.client.api, image, f"image {image}"):
+            return
+        _log.info("pulling the proxy image %s", image)
         with translate(f"image {image}"):
-            try:
-                self.docker.client.images.get(image)
-            except docker.errors.ImageNotFound:
-                _log.info("pulling the proxy image %s", image)
-                self.docker.client.images.pull(image)
+            self.docker.client.images.pull(image)
 
     def _start(self, container):
         # A socket file left by a previous run would make Caddy's listen fail.

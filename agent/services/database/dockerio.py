@@ -1,7 +1,7 @@
-"""The database service's one door to Docker: SDK access, error translation, exec streams.
+"""The database service's Docker access: the SDK client, exec streams.
 
-Docker errors become AgentError here and nowhere else (STYLE 8, docker-py's
-``create_api_error_from_http_exception``). :class:`ExecStream` runs one command in a
+Docker errors become AgentError through the one translator, ``agent.services.docker.translate``.
+:class:`ExecStream` runs one command in a
 container with stdout and stderr kept apart (the 8-byte stream headers of Docker's
 attach protocol) and, when asked, stdin attached through the API socket, so dumps stream
 out and restores stream in without a shell argument or a CLI of a particular version
@@ -14,44 +14,11 @@ import struct
 import time
 
 from agent.errors import AgentError
-
-NETWORK = "pulseup-net"
+from agent.services.docker import NETWORK, ensure_network, inspect_or_none, translate
 READ_SIZE = 1 << 20
 _HEADER = struct.Struct(">BxxxL")
 
 
-@contextlib.contextmanager
-def docker_errors(what):
-    """Translate docker SDK and connection errors raised inside the block to AgentError."""
-    import docker.errors
-    import requests.exceptions
-
-    try:
-        yield
-    except docker.errors.NotFound as exc:
-        raise AgentError("not_found", f"{what}: {_explain(exc)}") from exc
-    except docker.errors.APIError as exc:
-        raise _api_error(what, exc) from exc
-    except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
-        raise AgentError("unavailable", f"{what}: docker daemon unreachable: {exc}") from exc
-    except docker.errors.DockerException as exc:
-        raise AgentError("unavailable", f"{what}: {exc}") from exc
-
-
-def _explain(exc):
-    return getattr(exc, "explanation", None) or str(exc)
-
-
-def _api_error(what, exc):
-    status = exc.status_code or 500
-    text = f"{what}: {_explain(exc)}"
-    if status == 409:
-        return AgentError("conflict", text)
-    if status in (401, 403):
-        return AgentError("permission_denied", text)
-    if 400 <= status < 500:
-        return AgentError("invalid_argument", text)
-    return AgentError("internal", f"internal error: {text}")
 
 
 def is_port_bind_failure(error):
@@ -80,7 +47,7 @@ class DockerAdapter:
         if self._client is None:
             import docker
 
-            with docker_errors("connect to docker"):
+            with translate("connect to docker"):
                 self._client = docker.DockerClient(base_url=self.cfg.docker_host or None,
                                                    timeout=120)
         return self._client
@@ -96,31 +63,17 @@ class DockerAdapter:
 
     def inspect_container(self, name):
         """Container inspect dict, or None when absent; raises AgentError otherwise."""
-        import docker.errors
-
-        try:
-            with docker_errors(f"inspect container {name}"):
-                return self.api.inspect_container(name)
-        except AgentError as exc:
-            if isinstance(exc.__cause__, docker.errors.NotFound):
-                return None
-            raise
+        return inspect_or_none(self.api, name)
 
     def ensure_network(self):
         """Create the ``pulseup-net`` bridge when missing; raises AgentError."""
-        if self.docker_service is not None:
-            self.docker_service.ensure_network(NETWORK)
-            return
-        with docker_errors(f"network {NETWORK}"):
-            if not any(n["Name"] == NETWORK for n in self.api.networks(names=[NETWORK])):
-                self.api.create_network(NETWORK, driver="bridge",
-                                        labels={"pulseup.managed": "true"})
+        ensure_network(self.client, NETWORK)
 
     def path_exists(self, container, path):
         """Whether ``path`` exists in the container (running or not); raises AgentError."""
         # HEAD /containers/{id}/archive answers with a stat header only (Engine API
         # "Get information about files in a container"); GET would stream the whole tree.
-        with docker_errors(f"stat {path}"):
+        with translate(f"stat {path}"):
             url = self.api._url("/containers/{0}/archive", container)
             response = self.api.head(url, params={"path": path})
             if response.status_code == 404:
@@ -143,7 +96,7 @@ class ExecStream:
 
     def __init__(self, adapter, container, script, stdin=False):
         self.adapter = adapter
-        with docker_errors(f"exec in {container}"):
+        with translate(f"exec in {container}"):
             self.exec_id = adapter.api.exec_create(
                 container, ["sh", "-c", script], stdout=True, stderr=True, stdin=stdin)["Id"]
             self.sock = adapter.api.exec_start(self.exec_id, socket=True)
@@ -212,7 +165,7 @@ class ExecStream:
         """The command's exit status (waits briefly for Docker to record it)."""
         deadline = time.monotonic() + wait
         while True:
-            with docker_errors("exec inspect"):
+            with translate("exec inspect"):
                 info = self.adapter.api.exec_inspect(self.exec_id)
             if not info.get("Running") or time.monotonic() >= deadline:
                 code = info.get("ExitCode")

@@ -9,7 +9,7 @@ import errno
 import socket
 
 from agent.errors import AgentError
-from agent.services.database.dockerio import docker_errors
+from agent.services.docker import translate
 
 MAX_PORT = 65535
 
@@ -17,7 +17,7 @@ MAX_PORT = 65535
 def published_ports(adapter):
     """{host port: container name} for every port any container publishes or will publish."""
     taken = {}
-    with docker_errors("list containers"):
+    with translate("list containers"):
         for summary in adapter.api.containers(all=True):
             name = (summary.get("Names") or ["?"])[0].lstrip("/")
             for port in summary.get("Ports") or []:

@@ -13,7 +13,8 @@ from typing import Optional
 from agent import log
 from agent.errors import AgentError
 from agent.services.database import engines, ports
-from agent.services.database.dockerio import NETWORK, docker_errors, is_port_bind_failure
+from agent.services.database.dockerio import is_port_bind_failure
+from agent.services.docker import NETWORK, image_present, translate
 from agent.services.database.manifest import rfc3339
 from agent.services.database.target import container_env, container_name, volume_name
 
@@ -72,7 +73,7 @@ def _create(ctx, adapter, cfg, engine, req):
     username = req.username or engine.default_user
     database = req.database or engine.default_database
     adapter.ensure_network()
-    with docker_errors(f"create volume {volume_name(req.service_uid)}"):
+    with translate(f"create volume {volume_name(req.service_uid)}"):
         adapter.api.create_volume(volume_name(req.service_uid), labels={
             "pulseup.component": "database", "pulseup.type": "data", "pulseup.managed": "true",
             "pulseup.service_uid": req.service_uid})
@@ -86,22 +87,15 @@ def _create(ctx, adapter, cfg, engine, req):
 
 def _ensure_image(adapter, cfg, engine):
     """The engine's image, pulled once when missing (unless DB_IMAGE_PULL=never)."""
-    import docker.errors
-
     image = engine.image(cfg)
-    try:
-        adapter.api.inspect_image(image)
+    if image_present(adapter.api, image):
         return image
-    except docker.errors.ImageNotFound:
-        pass
-    except docker.errors.APIError as exc:
-        raise AgentError("unavailable", f"inspect image {image}: {exc}") from exc
     if cfg.db_image_pull == "never":
         raise AgentError("failed_precondition",
                          f"image {image} is not present and DB_IMAGE_PULL=never forbids pulling it")
     repository, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "latest")
     try:
-        with docker_errors(f"pull {image}"):
+        with translate(f"pull {image}"):
             adapter.api.pull(repository, tag=tag)
     except AgentError as exc:
         raise AgentError("unavailable", f"pulling {image} failed: {exc.message}") from exc
@@ -116,7 +110,7 @@ def _create_and_start(ctx, adapter, engine, req, image, address, username, datab
         port = req.port or next(ports.candidates(adapter, address, engine.port, skip=tried))
         container_id = _create_container(adapter, engine, req, image, address, port, username, database)
         try:
-            with docker_errors(f"start {container_name(req.service_uid)}"):
+            with translate(f"start {container_name(req.service_uid)}"):
                 adapter.api.start(container_id)
             return port, container_id
         except AgentError as exc:
@@ -124,7 +118,7 @@ def _create_and_start(ctx, adapter, engine, req, image, address, username, datab
                 raise
             _log.info("port %s was taken while starting, trying the next one", port)
             tried.add(port)
-            with docker_errors("remove container"):
+            with translate("remove container"):
                 adapter.api.remove_container(container_id, force=True)
     raise AgentError("conflict", f"no free host port after {PORT_ATTEMPTS} attempts")
 
@@ -135,7 +129,7 @@ def _create_container(adapter, engine, req, image, address, port, username, data
     labels = {"pulseup.managed": "true", "pulseup.service_uid": req.service_uid,
               "pulseup.deployment_uid": req.deployment_uid, "pulseup.database_type": engine.name,
               "pulseup.database_name": database}
-    with docker_errors(f"create container {name}"):
+    with translate(f"create container {name}"):
         host_config = api.create_host_config(
             binds={volume_name(req.service_uid): {"bind": engine.data_dir, "mode": "rw"}},
             port_bindings={engine.port: (address, port)},
@@ -181,7 +175,7 @@ def _reuse(ctx, adapter, engine, req, info):
         raise AgentError("conflict", f"container {name} exists with database type "
                                      f"{labels.get('pulseup.database_type')!r}, not {engine.name!r}")
     if not (info.get("State") or {}).get("Running"):
-        with docker_errors(f"start {name}"):
+        with translate(f"start {name}"):
             adapter.api.start(name)
     wait_ready(ctx, adapter, engine, name)
     env = container_env(info)

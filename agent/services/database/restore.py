@@ -19,7 +19,8 @@ import gevent.pool
 from agent import log
 from agent.errors import AgentError
 from agent.services.database import backup, manifest as mf, provision
-from agent.services.database.dockerio import ExecStream, docker_errors
+from agent.services.database.dockerio import ExecStream
+from agent.services.docker import translate
 from agent.services.database.streams import Decoder, file_digest
 from agent.services.interrupted import PhaseLog
 
@@ -180,15 +181,15 @@ def _restore_redis(ctx, adapter, target, path, manifest, writing=lambda: None):
                                                     "an RDB restore would be ignored")
     ctx.point_of_no_return()
     writing()
-    with docker_errors(f"stop {target.name}"):
+    with translate(f"stop {target.name}"):
         adapter.api.stop(target.name, timeout=REDIS_STOP_TIMEOUT)
     decoder = Decoder(path, manifest["compression"])
     try:
-        with docker_errors(f"upload dump.rdb into {target.name}"):
+        with translate(f"upload dump.rdb into {target.name}"):
             adapter.api.put_archive(target.name, "/data", _tar_stream(decoder, manifest["size"]))
     finally:
         decoder.close()
-        with docker_errors(f"start {target.name}"):
+        with translate(f"start {target.name}"):
             adapter.api.start(target.name)
     provision.wait_ready(ctx, adapter, target.engine, target.name)
 
@@ -235,7 +236,7 @@ def _ensure_running(docker, name):
     if container is None:
         return False
     if container.attrs.get("State", {}).get("Status") != "running":
-        with docker_errors(f"start {name}"):
+        with translate(f"start {name}"):
             container.start()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
