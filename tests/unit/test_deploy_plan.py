@@ -203,3 +203,16 @@ def test_heartbeat_runs_until_stopped(monkeypatch):
     assert count >= 2 and len(events) == count
     assert events[0][0] == "deployment_heartbeat" and events[0][1]["deployment_uid"] == "dep"
     assert events[0][2] is False          # dropped while disconnected (commands.md 3.1)
+
+
+def test_dockerfile_paths_skip_names_that_are_not_utf8(tmp_path):
+    """A repository file named b"Dockerfile.\\xff" once muted the agent through this event."""
+    from agent.protocol import envelope
+    root = os.fsencode(str(tmp_path))
+    for name in (b"Dockerfile", b"Dockerfile.\xff", b"dir\xfe/Dockerfile"):
+        path = os.path.join(root, name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        open(path, "w").close()
+    paths = req.dockerfile_paths(str(tmp_path))
+    assert paths == ["Dockerfile"]
+    envelope.encode({"dockerfile_paths": paths})     # strict: would raise on a surrogate

@@ -54,16 +54,28 @@ def resolve_inside(root, relative, field):
 
 
 def dockerfile_paths(root):
-    """Relative paths of files whose name contains ``dockerfile`` (2.5.2 item 4)."""
+    """Relative paths of files whose name contains ``dockerfile`` (2.5.2 item 4).
+
+    A name that is not UTF-8 (Python reads it as lone surrogates) cannot travel in a frame
+    nor be chosen by the control plane: it is skipped (docs/protocol.md, "Strings").
+    """
     found = []
     for directory, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and _utf8(d))
         for name in sorted(files):
-            if DOCKERFILE_HINT in name.lower():
+            if DOCKERFILE_HINT in name.lower() and _utf8(name):
                 found.append(os.path.relpath(os.path.join(directory, name), root))
                 if len(found) >= MAX_DOCKERFILE_PATHS:
                     return found
     return found
+
+
+def _utf8(name):
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def resolve_repo(ctx, request, normalize):
