@@ -19,7 +19,6 @@ import random
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
 import pytest
@@ -32,12 +31,12 @@ from agent.protocol.update import sign
 from tests.e2e.wire import Wire
 # The integration suite's session fixtures, on this suite's engine (docker_host below).
 from tests.integration.conftest import (  # noqa: F401
-    app_base_image, base_image, caddy_image, docker_client, git_server, test_network)
+    _sweep_stale_service_dirs, app_base_image, base_image, caddy_image, docker_client, git_server, test_network)
 from tests.resilience.faults_support import Engine
 
 import dbimages  # noqa: E402  (tests/integration/db, on sys.path through faults_support)
 from harness import require_service  # noqa: E402
-from harness.process import ManagedProcess  # noqa: E402
+from harness.process import ManagedProcess, make_tempdir  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCHER = os.path.join(ROOT, "tests", "e2e", "agent_run.py")
@@ -114,7 +113,7 @@ def db_image(docker_client, base_image):
 
 @pytest.fixture(scope="session")
 def devserver():
-    data = tempfile.mkdtemp(prefix="pe2e-dev-", dir="/tmp")
+    data = make_tempdir("e2edev")      # swept by a later session if this one is killed
     server = DevServer(data, listen="127.0.0.1:0", auth_timeout=10).start()
     yield server
     server.stop()
@@ -128,7 +127,7 @@ class Home:
     WORKER_DIRS = ("state", "certs", "logs", "apps", "deployments", "deploy-logs", "backups", "storage")
 
     def __init__(self, user):
-        self.path = tempfile.mkdtemp(prefix="pe2e-", dir="/tmp")
+        self.path = make_tempdir("e2e")    # short: the proxy's admin socket path must fit in sun_path
         os.chmod(self.path, 0o755)
         for name in self.WORKER_DIRS:
             os.makedirs(self.dir(name), mode=0o750)

@@ -117,6 +117,8 @@ def test_domain_refusals(app, wire):
 
 @covers("agent.operations.cancel", "agent.operations.list", outcome="success")
 def test_cancel_a_deploy_waiting_for_its_readiness_gate(wire, git_server, docker_client):
+    """A deploy whose app never listens: heartbeats while it waits, then cancelled by its
+    deployment_uid, the candidate removed and the call answered ``cancelled``."""
     uid = unique("e2e-slow")
     _, sha = git_server.add_repo(uid, app_files("slow", delay=600))
     dep = f"{uid}-d1"
@@ -125,6 +127,9 @@ def test_cancel_a_deploy_waiting_for_its_readiness_gate(wire, git_server, docker
     try:
         wire.wait_event("update_deployment_status", lambda e: e["deployment_uid"] == dep
                         and e.get("phase") == "health_check", mark, timeout=120)
+        # commands.md 3: every 20 s from the first in_progress until the terminal status
+        beat = wire.wait_event("deployment_heartbeat", lambda e: e["deployment_uid"] == dep, mark, timeout=60)
+        assert set(beat) == {"deployment_uid", "timestamp"}
         (operation,) = wire.ok("agent.operations.list", {"service_uid": uid})["operations"]
         assert operation["operation_id"] == f"deploy:{dep}" and operation["kind"] == "deploy"
         assert operation["command"] == "service.app.deploy" and operation["state"] == "running"
