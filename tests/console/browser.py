@@ -60,3 +60,34 @@ def wait_for(predicate, what, timeout=60):
             if value:
                 return value
             gevent.sleep(0.2)
+
+
+def network_changed(driver):
+    """Chromium aborts requests when network interfaces change (Docker adds and removes
+    veth interfaces as containers come and go) and shows ERR_NETWORK_CHANGED."""
+    return "ERR_NETWORK_CHANGED" in driver.page_source
+
+
+def open_page(driver, url, attempts=5):
+    """driver.get, again while Chromium reports a network change."""
+    for _ in range(attempts):
+        driver.get(url)
+        if not network_changed(driver):
+            return
+        gevent.sleep(1)
+    raise AssertionError("%s: network changed %d times in a row" % (url, attempts))
+
+
+def submit(driver, find_button, reached, attempts=5):
+    """Click the button `find_button()` returns until `reached()` says the server acted on
+    it (its value is returned); a click lost to a network change is made again from the
+    page it was on."""
+    url = driver.current_url
+    for _ in range(attempts):
+        find_button().click()
+        outcome = wait_for(lambda: reached() or ("lost" if network_changed(driver) else None),
+                           "the form post to arrive", timeout=60)
+        if outcome != "lost":
+            return outcome
+        open_page(driver, url)
+    raise AssertionError("form post lost to network changes %d times" % attempts)

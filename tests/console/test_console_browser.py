@@ -12,7 +12,8 @@ import os
 
 import pytest
 
-from tests.console.browser import start_browser, stop_browser, wait_for
+from tests.console.browser import (network_changed, open_page, start_browser, stop_browser,
+                                   submit, wait_for)
 from tests.resilience import faults_support as fs
 from tests.resilience.faults_support import fault_env, home  # noqa: F401 (fixtures)
 
@@ -57,7 +58,7 @@ def shot(driver, name):
 def log_in(driver, server):
     from selenium.webdriver.common.by import By
 
-    driver.get(server.url + "/")
+    open_page(driver, server.url + "/")
     shot(driver, "console-login")
     driver.find_element(By.NAME, "token").send_keys("wrong")
     driver.find_element(By.CSS_SELECTOR, "form button").click()
@@ -96,26 +97,72 @@ def watch_charts(driver, uid):
     assert "%" in value and "GiB" in value
 
 
-def deploy(driver, env, uid, service_uid):
+def text_of(driver, element_id):
+    """The text of an element looked up now (pages may be reloaded after a network change)."""
     from selenium.webdriver.common.by import By
 
-    driver.find_element(By.LINK_TEXT, "Deploy an app").click()
+    found = driver.find_elements(By.ID, element_id)
+    return found[0].text if found else ""
+
+
+def deploy(driver, env, server, uid, service_uid, screenshot=None):
+    """Fill the deploy form, submit it, and follow the deployment page to its end."""
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, "%s/console/agents/%s/deploy" % (server.url, uid))
     fields = {"service_uid": service_uid, "git_url": "%s/%s.git" % (env.git.base_url, service_uid),
               "access_token": env.git.token, "port": "8080", "env": "GREETING=hello"}
     for name, value in fields.items():
         element = driver.find_element(By.NAME, name)
         element.clear()
         element.send_keys(value)
-    driver.find_element(By.CSS_SELECTOR, "button.primary").click()
-    log = wait_for(lambda: driver.find_elements(By.ID, "deploy-log"), "the deployment page")[0]
-    wait_for(lambda: len(log.text.splitlines()) >= 3, "deployment log lines", timeout=120)
-    status = driver.find_element(By.ID, "deploy-status")
-    wait_for(lambda: status.text in ("completed", "failed"), "the final status", timeout=300)
-    shot(driver, "console-deploy")
-    assert status.text == "completed", driver.find_element(By.ID, "deploy-message").text
+    before = len(server.console.jobs.for_agent(uid))
+    job = submit(driver, lambda: driver.find_element(By.CSS_SELECTOR, "button.primary"),
+                 lambda: server.console.jobs.for_agent(uid)[0]
+                 if len(server.console.jobs.for_agent(uid)) > before else None)
+    page = "%s/console/agents/%s/deployments/%s" % (server.url, uid, job.deployment_uid)
+    if driver.current_url != page:
+        open_page(driver, page)
+    wait_for(lambda: len(text_of(driver, "deploy-log").splitlines()) >= 3,
+             "deployment log lines", timeout=120)
+    wait_for(lambda: text_of(driver, "deploy-status") in ("completed", "failed")
+             or network_changed(driver) and open_page(driver, page), "the final status",
+             timeout=300)
+    if screenshot:
+        shot(driver, screenshot)
+    assert text_of(driver, "deploy-status") == "completed", text_of(driver, "deploy-message")
     wait_for(lambda: driver.find_element(By.TAG_NAME, "body").get_attribute("data-done"),
              "the console's own job to end")
-    return log.text
+    return text_of(driver, "deploy-log")
+
+
+def serves(env, service_uid, body):
+    """True when the service's running container answers ``body``."""
+    for container in env.client.containers.list(filters={"label": "pulseup.service_uid=%s"
+                                                         % service_uid}):
+        try:
+            if fs.app_answer(env, container.name, timeout=2) == body:
+                return True
+        except Exception:  # noqa: BLE001 - starting: no address or not listening yet
+            pass
+    return False
+
+
+def roll_back(driver, env, server, uid, service_uid):
+    """Deploy a second version, then roll back to the first from the service page."""
+    from selenium.webdriver.common.by import By
+
+    env.git.commit(service_uid, {"index.html": "version two\n"})
+    deploy(driver, env, server, uid, service_uid)
+    wait_for(lambda: serves(env, service_uid, "version two\n"), "version two to serve")
+    open_page(driver, "%s/console/agents/%s/services/%s" % (server.url, uid, service_uid))
+    buttons = "//button[text()='Roll back to this']"
+    assert len(driver.find_elements(By.XPATH, buttons)) == 2
+    job = submit(driver, lambda: driver.find_elements(By.XPATH, buttons)[-1],   # version one
+                 lambda: [j for j in server.console.jobs.for_agent(uid) if j.kind == "rollback"])[0]
+    wait_for(lambda: job.state != "running", "the rollback", timeout=300)
+    assert job.state == "succeeded", job.error
+    wait_for(lambda: serves(env, service_uid, "hello\n"), "version one to serve again")
 
 
 def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
@@ -128,11 +175,11 @@ def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
     try:
         log_in(browser, devserver)
         watch_charts(browser, worker.uid)
-        text = deploy(browser, env, worker.uid, service_uid)
+        text = deploy(browser, env, devserver, worker.uid, service_uid, "console-deploy")
         assert "Dockerfile" in text or "docker" in text.lower(), text[:2000]
         assert env.git.token not in browser.page_source
 
-        browser.get("%s/console/agents/%s" % (devserver.url, worker.uid))
+        open_page(browser, "%s/console/agents/%s" % (devserver.url, worker.uid))
         row = wait_for(lambda: browser.find_elements(
             By.CSS_SELECTOR, 'tr[data-service="%s"]' % service_uid), "the service row")[0]
         wait_for(lambda: "running" in row.text, "the service to show running")
@@ -144,7 +191,9 @@ def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
                  timeout=120)
         shot(browser, "console-agent")
 
-        row.find_element(By.LINK_TEXT, service_uid).click()
+        assert row.find_element(By.LINK_TEXT, service_uid)
+        open_page(browser, "%s/console/agents/%s/services/%s" % (devserver.url, worker.uid,
+                                                                 service_uid))
         logs = wait_for(lambda: browser.find_elements(By.ID, "service-logs"), "the service page")[0]
         wait_for(lambda: "console-app-started" in logs.text, "the container's earlier lines")
         ticks = logs.text.count("tick")
@@ -152,7 +201,9 @@ def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
         assert "completed" in browser.find_element(By.TAG_NAME, "main").text   # deployments
         shot(browser, "console-service")
 
-        browser.get("%s/console/agents/%s/events" % (devserver.url, worker.uid))
+        roll_back(browser, env, devserver, worker.uid, service_uid)
+
+        open_page(browser, "%s/console/agents/%s/events" % (devserver.url, worker.uid))
         rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events tbody tr"),
                         "replayed events")
         assert rows

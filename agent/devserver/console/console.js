@@ -35,8 +35,11 @@
     node.appendChild(badge(text));
   }
 
-  function listen(path, handlers) {
+  // `reset` runs each time the stream (re)opens: a stream that replays what happened so far
+  // must not show it twice after EventSource reconnected by itself.
+  function listen(path, handlers, reset) {
     var source = new EventSource(path);
+    if (reset) source.addEventListener("open", reset);
     Object.keys(handlers).forEach(function (name) {
       source.addEventListener(name, function (event) {
         var data;
@@ -192,7 +195,7 @@
     listen(path, {
       log: function (d) { appendLines(pre, d.message, d.type === "log" ? d.stream : d.type); },
       logs_error: function (d) { appendLines(pre, "logs unavailable: " + d.error, "error"); }
-    });
+    }, function () { pre.textContent = ""; });
   }
 
   // One deployment: log and status ---------------------------------------------------------
@@ -219,6 +222,9 @@
           body.dataset.done = data.state;
         }
       }
+    }, function () {
+      pre.textContent = "";
+      document.getElementById("deploy-steps").textContent = "";
     });
   }
 
@@ -270,7 +276,7 @@
         tbody.insertBefore(tr, tbody.firstChild);
         while (tbody.childNodes.length > 1000) tbody.removeChild(tbody.lastChild);
       }
-    });
+    }, function () { tbody.textContent = ""; });
   }
 
   var pages = {agent: agentPage, service: servicePage, deployment: deploymentPage, events: eventsPage};
