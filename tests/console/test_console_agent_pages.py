@@ -221,3 +221,26 @@ def test_deploy_follows_the_log_and_restarts_an_ended_stream(logged_in, fake, de
                 break
     stream.close()
     assert "line one" in text and '"completed"' in text
+
+
+@pytest.mark.parametrize("domain_ok", [True, False])
+def test_deploy_with_a_domain_points_it_at_the_service(logged_in, fake, devserver, domain_ok):
+    fake.replies["service.app.deploy"] = _ok({"container_name": "web-v1"})
+    fake.replies["service.domain.manage"] = (_ok({}) if domain_ok else
+                                             {"success": False, "error": "proxy down",
+                                              "code": "unavailable"})
+    csrf = logged_in.csrf("/console/agents/%s/deploy" % fake.uid)
+    resp = logged_in.post("/console/agents/%s/deploy" % fake.uid, {
+        "csrf": csrf, "service_uid": "web", "git_url": "https://git.example/a.git",
+        "port": "3000", "domain": "App.Example.com"})
+    assert resp.status_code == 303
+    assert fake.wait_call("service.domain.manage") == [{
+        "action": "upsert", "service_uid": "web", "domain": "app.example.com", "port": 3000,
+        "managed_certificate": False}]
+    job = devserver.console.jobs.for_agent(fake.uid)[0]
+    with gevent.Timeout(10):
+        while job.state == "running":
+            gevent.sleep(0.05)
+    assert job.state == ("succeeded" if domain_ok else "failed")
+    if not domain_ok:
+        assert job.error == "deployed, but the domain failed: proxy down"
