@@ -11,7 +11,7 @@ from tests.integration.harness.agentkit import InProcessAgent
 
 
 # lifecycle too: service.delete closes the loop and removes what the deploys made
-DEPLOY_MODULES = ("agent.handlers.lifecycle", "agent.handlers.deploy")
+DEPLOY_MODULES = ("agent.handlers.agent", "agent.handlers.lifecycle", "agent.handlers.deploy")
 
 
 @pytest.fixture

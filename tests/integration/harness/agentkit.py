@@ -27,11 +27,15 @@ class InProcessAgent:
         self.dispatcher = Dispatcher(cfg, build_registry(modules), self.services, self.outbox,
                                      CallLog(cfg.state_dir), self._direct, self._call_server)
         self.services.events.target = lambda event, data, durable: self.events.append((event, data))
+        self.services.dispatcher = self.dispatcher      # as the worker wires it
         self._ids = itertools.count(1)
+        self._direct_replies = {}      # replies written directly (agent.ping)
 
     def _direct(self, frame, droppable=False):
         if frame.get("type") == "event":
             self.events.append((frame["event"], frame["data"]))
+        elif frame.get("type") == "response":
+            self._direct_replies[frame["call_id"]] = frame["data"]
 
     def _call_server(self, event, data, timeout):
         self.server_calls.append((event, data))
@@ -40,6 +44,8 @@ class InProcessAgent:
         return {"error": "not configured in this test"}
 
     def _drain(self, replies):
+        replies.update(self._direct_replies)
+        self._direct_replies.clear()
         while (head := self.outbox.peek()) is not None:
             frame = envelope.decode(head[1]).raw
             self.outbox.ack(head[0])
