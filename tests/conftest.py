@@ -6,6 +6,8 @@ monkey.patch_all()
 
 import os  # noqa: E402
 
+os.environ["PULSEUP_STRICT_EVENTS"] = "1"   # an outbound event off its schema raises (agent/protocol/events.py)
+
 from hypothesis import settings  # noqa: E402
 
 from tests.ci import pytest_runtest_makereport  # noqa: E402,F401  (CI=true: a skip fails)

@@ -9,6 +9,7 @@ import time
 
 from agent import log
 from agent.errors import AgentError
+from agent.protocol import events
 
 
 class CallContext:
@@ -28,6 +29,7 @@ class CallContext:
     def emit(self, event, data, durable=True):
         """Push an event to the control plane; ``durable`` ones wait in the outbox
         while disconnected, others (log chunks, live stats) are dropped then."""
+        events.check_if_strict(event, data)    # tests: a fake emit target sees checked events
         if self._emit is not None:
             self._emit(event, data, durable)
 

@@ -19,14 +19,6 @@ from agent.errors import AgentError
 
 _log = logging.getLogger("agent.envelope")
 
-# Outbound events kept in the outbox while disconnected (commands.md 3.1);
-# every other event is dropped when it cannot be sent.
-DURABLE_EVENTS = frozenset({
-    "update_service_status", "update_deployment_status", "rollback_status_update",
-    "backup_status_update", "backup_download_status", "domain_status_update",
-    "container_stopped", "monitoring_alert", "update_docker_config", "update_nixpacks_config",
-    "deployment_log_chunk",
-})
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled", "upload_completed", "upload_failed"})
 MAX_OUTBOUND_BYTES = 512 * 1024
 # A \uD800-\uDFFF escape in a frame: json.loads turns an unpaired one into a lone surrogate,

@@ -12,6 +12,7 @@ from functools import cached_property
 import gevent.pool
 
 from agent import log
+from agent.protocol import events
 
 
 class EventSink:
@@ -21,6 +22,7 @@ class EventSink:
         self.target = None
 
     def emit(self, event, data, durable=True):
+        events.check_if_strict(event, data)    # tests: a fake target sees checked events
         if self.target is not None:
             self.target(event, data, durable)
 

@@ -18,7 +18,7 @@ import gevent.pool
 from agent import __version__, log
 from agent.errors import AgentError
 from agent.handlers.context import CallContext
-from agent.protocol import envelope
+from agent.protocol import envelope, events
 from agent.protocol.fields import load_request
 from agent.worker.operations import Job, OperationTable
 
@@ -298,8 +298,9 @@ class Dispatcher:
         self.outbox.put_outbound(fitted, key=call_id)
 
     def _emit(self, event, data, durable=None):
-        frame = envelope.event_frame(event, data)   # encoded strictly where it is queued
-        if event in envelope.DURABLE_EVENTS:
+        """``durable`` is ignored: the event catalogue decides (agent/protocol/events.py)."""
+        frame, durable = events.prepare(event, data)   # encoded strictly where it is queued
+        if durable:
             self.outbox.put(frame)
         else:
             self.send_direct(frame, droppable=True)

@@ -82,15 +82,15 @@ def test_an_event_that_cannot_be_encoded_is_dropped_and_counted(devserver, start
     agent = start_agent()
 
     def emit_poison(ctx, request):
-        ctx.emit("update_docker_config", {"service_uid": "s1", "dockerfiles": [NOT_UTF8_NAME]})
-        ctx.emit("update_docker_config", {"service_uid": "s1", "dockerfiles": ["Dockerfile"]})
+        ctx.emit("update_docker_config", {"service_uid": "s1", "dockerfile_paths": [NOT_UTF8_NAME]})
+        ctx.emit("update_docker_config", {"service_uid": "s1", "dockerfile_paths": ["Dockerfile"]})
         return {}
     agent.commands.registry.add("test.poison_event", emit_poison, None)
     assert devserver.call(agent.uid, "test.poison_event", {}, timeout=10)["success"] is True
     assert agent.worker.link.status()["events_unencodable"] >= 1
     wait_for(lambda: any(f.get("event") == "update_docker_config" for f in devserver.received_frames(agent.uid)))
     sent = [f["data"] for f in devserver.received_frames(agent.uid) if f.get("event") == "update_docker_config"]
-    assert sent == [{"service_uid": "s1", "dockerfiles": ["Dockerfile"]}]
+    assert sent == [{"service_uid": "s1", "dockerfile_paths": ["Dockerfile"]}]
     ping(devserver, restarted(devserver, agent))
 
 

@@ -217,7 +217,9 @@ def test_unwrappable_command_is_unknown_through_the_wrapper(h):
 def test_waiting_operation_announces_its_queued_phase(h):
     from agent.handlers.registry import OperationSpec, by_service
     spec = OperationSpec("test", lambda r: f"q:{r['seconds']}", 60, 600, lock_key=by_service,
-                         queued_event=lambda r: ("update_deployment_status", {"status": "in_progress", "phase": "queued"}))
+                         queued_event=lambda r: ("update_deployment_status", {
+                             "deployment_uid": "d", "service_uid": r["service_uid"], "status": "in_progress",
+                             "phase": "queued", "timestamp": 1}))
     h.dispatcher.registry.add("test.q", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
     h.call("one", "test.q", {"service_uid": "s", "seconds": 0.3})
     h.call("two", "test.q", {"service_uid": "s", "seconds": 0.01})

@@ -69,7 +69,7 @@ class Uploader:
         path = restore.resolve(self.cfg, service_uid, backup_path, backup_uid)
         manifest, manifest_text = self._manifest(path, backup_uid)
         url, context = self._endpoint()
-        job = _Progress(ctx, service_uid, backup_uid, manifest["compressed_size"])
+        job = _Progress(ctx, service_uid, manifest["backup_uid"], manifest["compressed_size"])
         with self.pins.hold(path):
             job.status("uploading", bytes_sent=0)
             try:
