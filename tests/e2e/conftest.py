@@ -1,4 +1,4 @@
-"""One real agent for the whole end-to-end session (issue 18).
+"""One real agent for the whole end-to-end package (issue 18).
 
 ``pulseup-agent run`` as root (tests/e2e/agent_run.py: the real CLI with the supervisor's host
 seam swapped so that reboots and package upgrades are recorded, never done), its worker child
@@ -6,6 +6,10 @@ as the unprivileged ``pulseup-test-worker``, enrolled with a join token against 
 over TLS, using the private dockerd, the token git server, the Caddy and app images of the
 integration suite and the PostgreSQL stand-in image of tests/integration/db. Tests reach the
 agent only through the devserver's call API and event stream (:class:`wire.Wire`).
+
+The fixtures are package-scoped (built from the same harness calls as the integration
+suite's session fixtures): in a whole-suite run the engine, its containers and the agent stop
+when the last e2e test is done instead of idling through the rest of the run.
 
 Each test module declares the commands it covers with ``@pytest.mark.covers(name, ...,
 outcome="success"|"refusal")``; tests/e2e/test_meta.py checks every registered command has both.
@@ -29,13 +33,11 @@ from agent import __version__
 from agent.devserver.server import DevServer
 from agent.protocol.update import sign
 from tests.e2e.wire import Wire
-# The integration suite's session fixtures, on this suite's engine (docker_host below).
-from tests.integration.conftest import (  # noqa: F401
-    _sweep_stale_service_dirs, app_base_image, base_image, caddy_image, docker_client, git_server, test_network)
+from tests.integration.conftest import _sweep_stale_service_dirs  # noqa: F401
 from tests.resilience.faults_support import Engine
 
 import dbimages  # noqa: E402  (tests/integration/db, on sys.path through faults_support)
-from harness import require_service  # noqa: E402
+from harness import GitServer, images, require_service  # noqa: E402
 from harness.process import ManagedProcess, make_tempdir  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,13 +77,13 @@ def _system_user(name, home=None):
         return pwd.getpwnam(name)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def worker_user():
     require_service("docker", "the e2e agent runs as root with a private Docker engine")
     return _system_user(WORKER_USER)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ssh_user(worker_user):
     """A local account whose authorized_keys the agent may manage (PULSEUP_SSH_USERS)."""
     pw = _system_user(SSH_USER, SSH_HOME)
@@ -92,7 +94,7 @@ def ssh_user(worker_user):
     shutil.rmtree(pw.pw_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def docker_host(worker_user):
     """The integration engine, its socket owned by the worker's group (the worker is not root)."""
     for name in ("docker", "busybox", "git", "caddy"):
@@ -104,14 +106,52 @@ def docker_host(worker_user):
         engine.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
+def docker_client(docker_host):
+    import docker
+
+    client = docker.DockerClient(base_url=docker_host, timeout=120)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="package")
+def base_image(docker_client):
+    return images.build_base_image(docker_client)
+
+
+@pytest.fixture(scope="package")
+def app_base_image(docker_client):
+    return images.build_app_base_image(docker_client)
+
+
+@pytest.fixture(scope="package")
+def caddy_image(docker_client):
+    return images.build_caddy_image(docker_client)
+
+
+@pytest.fixture(scope="package")
+def test_network(docker_client):
+    """pulseup-net, made before the agent starts (the integration suite's test_network)."""
+    network = docker_client.networks.create("pulseup-net", driver="bridge")
+    yield network.name
+
+
+@pytest.fixture(scope="package")
+def git_server():
+    server = GitServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="package")
 def db_image(docker_client, base_image):
     """PostgreSQL stand-in of the official image (tests/integration/db/dbimages.py)."""
     require_service("postgres", "the database commands run a PostgreSQL container")
     return dbimages.postgres_image(docker_client)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def devserver():
     data = make_tempdir("e2edev")      # swept by a later session if this one is killed
     server = DevServer(data, listen="127.0.0.1:0", auth_timeout=10).start()
@@ -245,7 +285,7 @@ class RunningAgent:
         self.process.stop(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def e2e_agent(worker_user, ssh_user, docker_host, docker_client, test_network, git_server, caddy_image,
               app_base_image, db_image, devserver):
     if not os.path.exists(VENV_PYTHON):
@@ -268,7 +308,7 @@ def e2e_agent(worker_user, ssh_user, docker_host, docker_client, test_network, g
         home.remove()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def wire(e2e_agent):
     return e2e_agent.wire
 
