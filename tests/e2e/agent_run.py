@@ -34,7 +34,7 @@ RECORDED = ("systemctl", "apt-get", "dnf", "yum", "pacman", "reboot", "shutdown"
 class StandinSeam(HostSeam):
     """The real seam, except that host-changing programs are recorded, never run: every
     method of the seam that starts a program checks argv[0] (a new such method must be
-    added here too; test_meta.py checks the list)."""
+    added here too; test_e2e_meta.py checks the list)."""
 
     PROGRAM_METHODS = ("run", "start", "spawn_detached", "popen")
 

@@ -12,7 +12,7 @@ suite's session fixtures): in a whole-suite run the engine, its containers and t
 when the last e2e test is done instead of idling through the rest of the run.
 
 Each test module declares the commands it covers with ``@pytest.mark.covers(name, ...,
-outcome="success"|"refusal")``; tests/e2e/test_meta.py checks every registered command has both.
+outcome="success"|"refusal")``; tests/e2e/test_e2e_meta.py checks every registered command has both.
 """
 
 import grp
@@ -33,7 +33,7 @@ from agent import __version__
 from agent.devserver.server import DevServer
 from agent.protocol.update import sign
 from tests.e2e.wire import Wire
-from tests.integration.conftest import _sweep_stale_service_dirs  # noqa: F401
+from tests.integration.conftest import _sweep_stale_service_dirs  # noqa: F401  (autouse: old dirs swept)
 from tests.resilience.faults_support import Engine
 
 import dbimages  # noqa: E402  (tests/integration/db, on sys.path through faults_support)
@@ -49,7 +49,7 @@ SSH_HOME = "/tmp/pulseup-e2e-ssh-home"
 
 
 def pytest_configure(config):
-    config.addinivalue_line("markers", "covers(*commands, outcome): commands an e2e test drives (test_meta.py)")
+    config.addinivalue_line("markers", "covers(*commands, outcome): commands an e2e test drives (test_e2e_meta.py)")
 
 
 def host_port(taken=()):
