@@ -121,7 +121,8 @@ def _deployments_table(session, uid, service_uid, deployments):
                     % (e(_base(uid)), e(dep["deployment_uid"]), e(dep["deployment_uid"]),
                        badge(dep.get("status") or "-"), e((dep.get("commit_sha") or "-")[:12]),
                        e(dep.get("image") or "-"), e(fmt_time(dep.get("timestamp"))), rollback))
-    return ('<table><thead><tr><th>Deployment</th><th>Status</th><th>Commit</th><th>Image</th>'
+    return ('<table id="deployments"><thead><tr><th>Deployment</th><th>Status</th><th>Commit</th>'
+            '<th>Image</th>'
             '<th>When</th><th></th></tr></thead><tbody>%s</tbody></table>' % "".join(rows))
 
 

@@ -5,7 +5,6 @@ redirect, or ask for confirmation first when the action destroys something (revo
 restore). Path parameters match the uid rule of the command catalogue before any use.
 """
 
-import os
 import re
 import secrets
 import time

@@ -172,29 +172,45 @@ def test_download_asks_for_the_upload_then_serves_the_file(logged_in, fake, devs
     assert "Download" in logged_in.get(base).text
 
 
-def test_deploy_follows_the_log_and_restarts_an_ended_stream(logged_in, fake, devserver):
-    starts = []
+def _deploy_with_a_stream_that_ends_early(fake, starts):
+    """A fake `service.app.deploy`: runs, sends a log chunk and a final chunk (the stream
+    ended while the deploy still runs), more progress, then completes."""
+    def wait_starts(count):
+        with gevent.Timeout(10):
+            while len(starts) < count:
+                gevent.sleep(0.02)
 
     def deploy(data):
-        dep = data["deployment_uid"]
-        fake.event("update_deployment_status", {"deployment_uid": dep, "service_uid": "web",
-                                                "status": "in_progress", "phase": "fetch_source"})
-        with gevent.Timeout(10):
-            while not starts:
-                gevent.sleep(0.02)
+        dep, status = data["deployment_uid"], "update_deployment_status"
+        progress = {"deployment_uid": dep, "service_uid": "web", "status": "in_progress"}
+        fake.event(status, dict(progress, phase="fetch_source"))
+        wait_starts(1)
         fake.event("deployment_log_chunk", {"deployment_uid": dep, "log_type": "build",
                                             "chunk": "line one\n", "end_offset": 9})
         fake.event("deployment_log_chunk", {"deployment_uid": dep, "final": True,
                                             "offsets": {"build": 9, "deploy": 0}})
-        fake.event("update_deployment_status", {"deployment_uid": dep, "service_uid": "web",
-                                                "status": "in_progress", "phase": "build"})
-        with gevent.Timeout(10):
-            while len(starts) < 2:
-                gevent.sleep(0.02)
-        fake.event("update_deployment_status", {"deployment_uid": dep, "service_uid": "web",
-                                                "status": "completed"})
+        fake.event(status, dict(progress, phase="build"))
+        wait_starts(2)
+        fake.event(status, dict(progress, status="completed"))
         return _ok({"container_name": "web-v1"})
-    fake.replies["service.app.deploy"] = deploy
+    return deploy
+
+
+def _sse_text_until(client, url, marker):
+    stream = client.http.get(url, stream=True, timeout=30)
+    text = ""
+    with gevent.Timeout(10):
+        for chunk in stream.iter_content(None, decode_unicode=True):
+            text += chunk
+            if marker in text:
+                break
+    stream.close()
+    return text
+
+
+def test_deploy_follows_the_log_and_restarts_an_ended_stream(logged_in, fake, devserver):
+    starts = []
+    fake.replies["service.app.deploy"] = _deploy_with_a_stream_that_ends_early(fake, starts)
     fake.replies["service.deploy.logs.stream.start"] = lambda d: starts.append(d) or _ok({})
     csrf = logged_in.csrf("/console/agents/%s/deploy" % fake.uid)
     resp = logged_in.post("/console/agents/%s/deploy" % fake.uid, {
@@ -211,15 +227,8 @@ def test_deploy_follows_the_log_and_restarts_an_ended_stream(logged_in, fake, de
     gevent.sleep(0.5)                  # a terminal status must not start another stream
     assert len(starts) == 2, starts
     assert starts[0]["offsets"] == {} and starts[1]["offsets"] == {"build": 9, "deploy": 0}
-    stream = logged_in.http.get(devserver.url + resp.headers["location"] + "/stream",
-                                stream=True, timeout=30)
-    text = ""
-    with gevent.Timeout(10):
-        for chunk in stream.iter_content(None, decode_unicode=True):
-            text += chunk
-            if "console_job" in text:
-                break
-    stream.close()
+    text = _sse_text_until(logged_in, devserver.url + resp.headers["location"] + "/stream",
+                           "console_job")
     assert "line one" in text and '"completed"' in text
 
 

@@ -165,9 +165,47 @@ def roll_back(driver, env, server, uid, service_uid):
     wait_for(lambda: serves(env, service_uid, "hello\n"), "version one to serve again")
 
 
-def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
+def agent_overview(driver, server, uid, service_uid):
+    """The agent page lists the service running and a monitoring sample of its container."""
     from selenium.webdriver.common.by import By
 
+    open_page(driver, "%s/console/agents/%s" % (server.url, uid))
+    row = 'tr[data-service="%s"]' % service_uid
+    wait_for(lambda: "running" in " ".join(r.text for r in driver.find_elements(
+        By.CSS_SELECTOR, row)), "the service to show running")
+    wait_for(lambda: service_uid in text_of(driver, "containers"),
+             "a monitoring sample of the app container", timeout=120)
+    points = 20 if SHOTS else 3
+    wait_for(lambda: int(driver.find_element(By.ID, "chart-cpu").get_attribute("data-points")
+                         or 0) >= points, "chart samples", timeout=120)
+    shot(driver, "console-agent")
+
+
+def live_logs(driver, server, uid, service_uid):
+    """The service page shows the container's earlier lines, then new ones as they come."""
+    open_page(driver, "%s/console/agents/%s/services/%s" % (server.url, uid, service_uid))
+    wait_for(lambda: "console-app-started" in text_of(driver, "service-logs"),
+             "the container's earlier lines")
+    ticks = text_of(driver, "service-logs").count("tick")
+    wait_for(lambda: text_of(driver, "service-logs").count("tick") > ticks + 1,
+             "live container log lines")
+    assert "completed" in text_of(driver, "deployments")
+    shot(driver, "console-service")
+
+
+def filter_events(driver, server, uid):
+    from selenium.webdriver.common.by import By
+
+    open_page(driver, "%s/console/agents/%s/events" % (server.url, uid))
+    wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#events tbody tr"), "replayed events")
+    driver.find_element(By.ID, "event-filter").send_keys("update_deployment_status")
+    visible = [r for r in driver.find_elements(By.CSS_SELECTOR, "#events tbody tr")
+               if r.is_displayed()]
+    assert visible and all("update_deployment_status" in r.text for r in visible)
+    shot(driver, "console-events")
+
+
+def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
     env, service_uid = fault_env, fs.unique("console")
     env.image("app")
     env.git.add_repo(service_uid, {"Dockerfile": APP_DOCKERFILE, "index.html": "hello\n"})
@@ -178,40 +216,10 @@ def test_log_in_watch_charts_and_deploy(fault_env, worker, devserver, browser):
         text = deploy(browser, env, devserver, worker.uid, service_uid, "console-deploy")
         assert "Dockerfile" in text or "docker" in text.lower(), text[:2000]
         assert env.git.token not in browser.page_source
-
-        open_page(browser, "%s/console/agents/%s" % (devserver.url, worker.uid))
-        row = wait_for(lambda: browser.find_elements(
-            By.CSS_SELECTOR, 'tr[data-service="%s"]' % service_uid), "the service row")[0]
-        wait_for(lambda: "running" in row.text, "the service to show running")
-        wait_for(lambda: service_uid in browser.find_element(By.ID, "containers").text,
-                 "a monitoring sample of the app container", timeout=120)
-        points = 20 if SHOTS else 3
-        wait_for(lambda: int(browser.find_element(By.ID, "chart-cpu")
-                             .get_attribute("data-points") or 0) >= points, "chart samples",
-                 timeout=120)
-        shot(browser, "console-agent")
-
-        assert row.find_element(By.LINK_TEXT, service_uid)
-        open_page(browser, "%s/console/agents/%s/services/%s" % (devserver.url, worker.uid,
-                                                                 service_uid))
-        logs = wait_for(lambda: browser.find_elements(By.ID, "service-logs"), "the service page")[0]
-        wait_for(lambda: "console-app-started" in logs.text, "the container's earlier lines")
-        ticks = logs.text.count("tick")
-        wait_for(lambda: logs.text.count("tick") > ticks + 1, "live container log lines")
-        assert "completed" in browser.find_element(By.TAG_NAME, "main").text   # deployments
-        shot(browser, "console-service")
-
+        agent_overview(browser, devserver, worker.uid, service_uid)
+        live_logs(browser, devserver, worker.uid, service_uid)
         roll_back(browser, env, devserver, worker.uid, service_uid)
-
-        open_page(browser, "%s/console/agents/%s/events" % (devserver.url, worker.uid))
-        rows = wait_for(lambda: browser.find_elements(By.CSS_SELECTOR, "#events tbody tr"),
-                        "replayed events")
-        assert rows
-        browser.find_element(By.ID, "event-filter").send_keys("update_deployment_status")
-        visible = [r for r in browser.find_elements(By.CSS_SELECTOR, "#events tbody tr")
-                   if r.is_displayed()]
-        assert visible and all("update_deployment_status" in r.text for r in visible)
-        shot(browser, "console-events")
+        filter_events(browser, devserver, worker.uid)
     finally:
         worker.stop()
         fs.remove_service(env, service_uid)
