@@ -1,4 +1,4 @@
-"""Command line: ``pulseup-agent [--config FILE] [run|supervisor|worker|enroll|devserver|check-config|version]``."""
+"""Command line: ``pulseup-agent [--config FILE] [run|supervisor|worker|enroll|devserver|check-config|doctor|commands|version]``."""
 
 import sys
 
@@ -25,7 +25,7 @@ import argparse  # noqa: E402
 from agent import __version__, config, exitcodes, log  # noqa: E402
 from agent.errors import ConfigError  # noqa: E402
 
-ROLES = ("run", "supervisor", "worker", "enroll", "devserver", "check-config", "doctor", "version")
+ROLES = ("run", "supervisor", "worker", "enroll", "devserver", "check-config", "doctor", "commands", "version")
 
 
 def build_parser():
@@ -48,6 +48,9 @@ def build_parser():
     roles.add_parser("devserver", help="development control plane (see `devserver --help`)", add_help=False)
     roles.add_parser("check-config", help="print the effective settings and their sources")
     roles.add_parser("doctor", help="check this host's agent set-up").add_argument("--json", action="store_true")
+    commands = roles.add_parser("commands", help="print the command and event catalogue (docs/commands.md)")
+    commands.add_argument("--json", action="store_true")
+    commands.add_argument("--markdown", action="store_true")
     roles.add_parser("version", help="print the version")
     return parser
 
@@ -63,6 +66,9 @@ def main(argv=None):
     if role == "devserver":
         from agent.devserver.cli import main as devserver_main
         return devserver_main(rest)
+    if role == "commands":  # read from the registry; needs no config
+        from agent.handlers.catalogue import commands_main
+        return commands_main(args)
     if role == "doctor":  # a config that cannot load is one of its findings (docs/operations.md)
         from agent.doctor import doctor_main
         return doctor_main(args, lambda: _load_config(args, role))
