@@ -74,6 +74,7 @@ TOOLS = {
     "grep": ("/bin/grep", "grep", "grep"),
     "sed": ("/bin/sed", "sed", "sed"),
     "wc": ("/usr/bin/wc", "coreutils", "coreutils"),
+    "env": ("/usr/bin/env", "coreutils", "coreutils"),
     "python3": ("/usr/bin/python3", "python3-minimal", "python3"),
     "chromium": ("/usr/bin/chromium", "chromium", "chromium"),
     "chromedriver": ("/usr/bin/chromedriver", "chromium-driver", "chromium-driver"),
@@ -90,7 +91,7 @@ NOT_HOST_TOOLS = {
     "chromium-browser",     # other distributions' name, tried after Debian's `chromium`
 }
 SCANNED = ("tests", "agent", "scripts", "bench")
-RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "run_tool", "spawn", "execvp", "execv"}
+RUNNERS = {"run", "stream", "Popen", "check_output", "check_call", "call", "run_tool", "spawn", "execvp", "execv"}
 
 
 def script_packages():

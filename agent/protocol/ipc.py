@@ -22,6 +22,22 @@ MAX_FRAME = 1024 * 1024
 HEADER = struct.Struct(">I")
 ID_MAX = 64
 
+# The op names: the keys of the supervisor's allow-list (agent/supervisor/ops.py, OPS) and
+# what the worker side sends. A test checks that every name the worker uses is in OPS.
+OP_SYSTEM_REBOOT = "system.reboot"
+OP_SYSTEM_SHUTDOWN = "system.shutdown"
+OP_SYSTEM_UPDATE_PACKAGES = "system.update_packages"
+OP_SYSTEM_PACKAGE_STATUS = "system.package_status"
+OP_SERVICE_RESTART = "service.restart"
+OP_DISK_CLEANUP_LOGS = "disk.cleanup_logs"
+OP_DISK_CLEANUP_TEMP = "disk.cleanup_temp"
+OP_AGENT_UNINSTALL = "agent.uninstall"
+OP_AGENT_UPDATE_INSTALL = "agent.update.install"
+OP_SSH_KEYS_ADD = "ssh.authorized_keys.add"
+OP_SSH_KEYS_REMOVE = "ssh.authorized_keys.remove"
+OP_WORKER_STATUS = "worker.status"
+OP_SUPERVISOR_STATUS = "supervisor.status"
+
 # protocol.md 6 + decisions 15 and 19
 ERROR_CODES = frozenset({
     "unknown_op", "invalid_argument", "rate_limited", "failed", "frame_too_large", "permission_denied",

@@ -24,10 +24,9 @@ with "network bridge not found", so it gets ``--network none``, the same isolati
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 
-from agent import log
+from agent import log, proc
 from agent.errors import AgentError
 from agent.services.compose import child_environment, run_tool
 from agent.services.docker import translate
@@ -113,11 +112,10 @@ class BuildKit:
     def _run_probe(self, argv):
         """stdout of ``argv`` when it exits 0, else None (no shell, minimal env)."""
         try:
-            done = subprocess.run(argv, env=self.environment(), stdin=subprocess.DEVNULL, capture_output=True,
-                                  timeout=PROBE_TIMEOUT)
-        except (OSError, subprocess.TimeoutExpired):
+            done = proc.run(argv, self.environment(), timeout=PROBE_TIMEOUT)
+        except (OSError, AgentError):     # missing program, deadline_exceeded
             return None
-        return done.stdout.decode("utf-8", "replace") if done.returncode == 0 else None
+        return done.stdout if done.exit_code == 0 else None
 
     def usable_args(self, build_args):
         """False when a build-arg name would collide with the CLI's own environment."""

@@ -10,23 +10,21 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 
 import gevent
-import gevent.pool
 
-from agent import log
+from agent import log, proc
 from agent.errors import AgentError
+from agent.protocol.ipc import (
+    OP_DISK_CLEANUP_LOGS, OP_DISK_CLEANUP_TEMP, OP_SERVICE_RESTART, OP_SYSTEM_REBOOT, OP_SYSTEM_SHUTDOWN,
+    OP_SYSTEM_UPDATE_PACKAGES)
 from agent.services.docker import MANAGED, rfc3339, translate
 
-OUTPUT_CAP = 60 * 1024
-KILL_GRACE = 10.0          # commands.md 1.8: SIGTERM, then SIGKILL after 10 s
+OUTPUT_CAP = proc.OUTPUT_CAP
 DEFAULT_TIMEOUT = 300.0
 RESTART_DELAY = 1.0        # agent.restart: let the reply leave first
-CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DATABASE_VOLUMES = "pulseup.component=database"
 
 _log = log.get("commands")
@@ -47,12 +45,12 @@ class Entry:
 
 WHITELIST = {e.id: e for e in (
     Entry("system.reboot", "Reboot server", "Reboot the host through the service manager",
-          "system", True, "supervisor", "system.reboot"),
+          "system", True, "supervisor", OP_SYSTEM_REBOOT),
     Entry("system.shutdown", "Shut down server", "Power off the host", "system", True,
-          "supervisor", "system.shutdown"),
+          "supervisor", OP_SYSTEM_SHUTDOWN),
     Entry("system.update_packages", "Update packages",
           "Refresh the package index, then upgrade non-interactively", "system", True,
-          "supervisor", "system.update_packages", timeout=1800.0),
+          "supervisor", OP_SYSTEM_UPDATE_PACKAGES, timeout=1800.0),
     Entry("docker.list_all", "List containers", "Table of all containers: ID, name, status, image",
           "docker", False, "argv", "list_all"),
     Entry("docker.prune_images", "Prune images",
@@ -66,12 +64,12 @@ WHITELIST = {e.id: e for e in (
     Entry("service.restart_caddy", "Restart proxy", "Restart the PulseUp proxy container",
           "service", False, "sdk", "restart_caddy"),
     Entry("service.restart_docker", "Restart Docker", "Restart the Docker daemon", "service", True,
-          "supervisor", "service.restart", {"unit": "docker"}),
+          "supervisor", OP_SERVICE_RESTART, {"unit": "docker"}),
     Entry("disk.cleanup_logs", "Clean up old logs",
           "Delete *.log under /var/log older than 30 days, except /var/log/pulseup", "disk", False,
-          "supervisor", "disk.cleanup_logs"),
+          "supervisor", OP_DISK_CLEANUP_LOGS),
     Entry("disk.cleanup_temp", "Clean up temporary files",
-          "Delete files under /tmp not accessed for 7 days", "disk", False, "supervisor", "disk.cleanup_temp"),
+          "Delete files under /tmp not accessed for 7 days", "disk", False, "supervisor", OP_DISK_CLEANUP_TEMP),
     Entry("agent.update", "Update agent", "Use agent.update.apply instead", "agent", True, "refuse"),
     Entry("agent.restart", "Restart agent",
           "Restart the agent's own units through the service manager (the reply is sent first)",
@@ -156,12 +154,12 @@ class CommandRunner:
         return "agent restart requested: the supervisor restarts pulseup-worker after this reply", "", 0
 
     def _run_argv(self, entry):
-        docker = shutil.which("docker", path=CHILD_PATH)
+        docker = shutil.which("docker", path=proc.CHILD_PATH)
         if docker is None:
             raise AgentError("failed_precondition", "the docker CLI is not installed (needed by docker.list_all)")
         argv = [docker, "ps", "--all", "--no-trunc", "--format",
                 "table {{.ID}}\t{{.Names}}\t{{.Status}}\t{{.Image}}"]
-        result = run_capped(argv, child_env(self.cfg), self._timeout(entry), self.ctx.on_cancel)
+        result = proc.run(argv, child_env(self.cfg), self._timeout(entry), on_cancel=self.ctx.on_cancel)
         self.ctx.check()  # a cancelled run ends with the cancellation, not its exit code
         return result
 
@@ -212,72 +210,14 @@ def _api_at_least(version, minimum):
 def _restart_worker_later(ipc):
     gevent.sleep(RESTART_DELAY)
     try:
-        ipc.call("service.restart", {"unit": "pulseup-worker"}, timeout=30.0)
+        ipc.call(OP_SERVICE_RESTART, {"unit": "pulseup-worker"}, timeout=30.0)
     except AgentError as exc:
         _log.error("agent.restart: the supervisor refused or is unreachable: %s", exc.message)
 
 
 def child_env(cfg):
-    """decisions 12: a minimal environment without the agent's secrets."""
-    env = {"PATH": CHILD_PATH, "LANG": "C.UTF-8", "HOME": os.environ.get("HOME", "/")}
-    if cfg.docker_host:
-        env["DOCKER_HOST"] = cfg.docker_host
-    return env
-
-
-def run_capped(argv, env, timeout, on_cancel=None):
-    """Run ``argv`` (no shell) in its own process group; ``(stdout, stderr, exit_code)``
-    with each output capped at OUTPUT_CAP. Raises deadline_exceeded after ``timeout``
-    (the group is killed) and kills the group when the caller is cancelled or killed."""
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env=env, start_new_session=True)
-    if on_cancel is not None:
-        on_cancel(lambda: _signal_group(process, signal.SIGTERM))
-    readers = gevent.pool.Group()
-    try:
-        out = readers.spawn(_read_capped, process.stdout)
-        err = readers.spawn(_read_capped, process.stderr)
-        try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AgentError("deadline_exceeded", f"{os.path.basename(argv[0])} did not finish in {timeout:g} s") from None
-        readers.join()
-        return out.get(), err.get(), code
-    finally:
-        if process.poll() is None:
-            terminate(process)
-        readers.kill()
-        process.stdout.close()
-        process.stderr.close()
-
-
-def _read_capped(stream):
-    kept, size = [], 0
-    while True:
-        chunk = stream.read1(8192)
-        if not chunk:
-            break
-        if size < OUTPUT_CAP:
-            kept.append(chunk[:OUTPUT_CAP - size])
-            size += len(kept[-1])
-    return b"".join(kept).decode("utf-8", errors="replace")
-
-
-def _signal_group(process, signum):
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def terminate(process, grace=KILL_GRACE):
-    """SIGTERM the process group, SIGKILL it after ``grace`` seconds."""
-    _signal_group(process, signal.SIGTERM)
-    try:
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        _signal_group(process, signal.SIGKILL)
-        process.wait()
+    """A minimal environment without the agent's secrets (docs/security.md, "Child processes")."""
+    return proc.environment(DOCKER_HOST=cfg.docker_host or None)
 
 
 # -- agent.logs.fetch (decisions 47) -----------------------------------------------------

@@ -23,16 +23,13 @@ import collections
 import json
 import os
 import re
-import signal
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 
 import gevent
-import gevent.pool
 
-from agent import log
+from agent import log, proc
 from agent.errors import AgentError, invalid
 from agent.services import compose_policy
 from agent.services.docker import COMPOSE_PROJECT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID
@@ -341,46 +338,38 @@ def _describe(states):
 
 # -- running compose / nixpacks (shared with agent.services.nixpacks) -------------------
 
-CHILD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TAIL_BYTES = 4096
 
 
 def child_environment(**extra):
     """PATH, LANG, HOME and the given values; never the agent's secrets (nor its own
-    environment: a child of the worker must not inherit tokens or passwords)."""
-    env = {"PATH": os.environ.get("PATH") or CHILD_PATH, "LANG": "C.UTF-8",
-           "HOME": os.environ.get("HOME", "/")}
-    env.update({k: v for k, v in extra.items() if v is not None})
-    return env
+    environment: a child of the worker must not inherit tokens or passwords). PATH is the
+    worker's own: nixpacks and the docker CLI are looked up there (``shutil.which``), and the
+    tools they start must be found in the same places."""
+    return proc.environment(PATH=os.environ.get("PATH") or proc.CHILD_PATH, **extra)
 
 
 def run_tool(argv, env, cwd, what, on_line=None, ctx=None, capture=False, timeout=None):
-    """Run ``argv`` (no shell) in its own process group; stream its lines to
+    """Run ``argv`` through :func:`agent.proc.stream`; hand its lines to
     ``on_line(text, level)``. Returns stdout when ``capture``. Raises failed_precondition
     (program missing), command_failed (non-zero exit, with exit_code and a redacted
-    stderr_tail), deadline_exceeded (``timeout``); kills the group on cancellation."""
+    stderr_tail), deadline_exceeded (``timeout``); stops the group on cancellation."""
+    tail, captured = collections.deque(maxlen=200), []
+
+    def take(text, from_stderr):
+        if capture and not from_stderr:
+            captured.append(text)
+            return
+        line = text.rstrip("\n")
+        tail.append(line)
+        if on_line is not None:
+            # stderr lines are errors unless they look like progress (commands.md 2.5.2)
+            on_line(line, "ERROR" if from_stderr and not _PROGRESS.match(line) else "INFO")
     try:
-        process = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                   start_new_session=True)
+        code = proc.stream(argv, env, take, cwd=cwd, timeout=timeout, what=what,
+                           on_cancel=None if ctx is None else ctx.on_cancel)
     except FileNotFoundError as exc:
         raise AgentError("failed_precondition", f"{argv[0]} is not installed") from exc
-    if ctx is not None:
-        ctx.on_cancel(lambda: _terminate(process))
-    tail, captured = collections.deque(maxlen=200), []
-    readers = gevent.pool.Group()
-    try:
-        readers.spawn(_pump, process.stdout, captured if capture else None, on_line, "INFO", tail)
-        readers.spawn(_pump, process.stderr, None, on_line, "ERROR", tail)
-        try:
-            code = process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AgentError("deadline_exceeded", f"{what} did not finish in {timeout:g} s") from None
-        readers.join()
-    finally:
-        if process.poll() is None:
-            _terminate(process)
-        readers.kill()
     if code != 0:
         text = log.redact("\n".join(tail))[-TAIL_BYTES:]
         raise AgentError("command_failed", f"{what} exited with code {code}",
@@ -390,31 +379,3 @@ def run_tool(argv, env, cwd, what, on_line=None, ctx=None, capture=False, timeou
 
 _PROGRESS = re.compile(r"^(Creating|Starting|Recreating|Building|Pulling|Step \d|Successfully|"
                        r"Network|Container|Image|#\d)")
-
-
-def _pump(stream, captured, on_line, level, tail):
-    for raw in iter(stream.readline, b""):
-        text = raw.decode("utf-8", "replace")
-        if captured is not None:
-            captured.append(text)
-            continue
-        line = text.rstrip("\n")
-        tail.append(line)
-        if on_line is not None:
-            # stderr lines are errors unless they look like progress (commands.md 2.5.2)
-            on_line(line, "INFO" if level == "INFO" or _PROGRESS.match(line) else level)
-    stream.close()
-
-
-def _terminate(process, grace=10.0):
-    """SIGTERM to the group, SIGKILL after ``grace`` seconds (commands.md 1.8)."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(process.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue

@@ -19,15 +19,12 @@ invocation also overrides the settings that execute programs (:data:`SAFE_CONFIG
 import os
 import re
 import shutil
-import signal
 import stat
-import subprocess
 import tempfile
-import time
 import uuid
 from urllib.parse import urlsplit
 
-from agent import log
+from agent import log, proc
 from agent.errors import AgentError, invalid
 
 _log = log.get("git")
@@ -170,11 +167,11 @@ class GitRunner:
         self.home = home
 
     def environment(self, token=None):
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": self.home, "LANG": "C", "LC_ALL": "C",
-               "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
-               "GIT_CONFIG_GLOBAL": os.devnull, "GIT_LFS_SKIP_SMUDGE": "1", "GIT_NO_REPLACE_OBJECTS": "1",
-               "GIT_PAGER": "cat",
-               "GIT_ALLOW_PROTOCOL": "https:http" if self.cfg.allow_insecure_transport else "https"}
+        env = proc.environment(HOME=self.home, LANG="C", LC_ALL="C", GIT_TERMINAL_PROMPT="0")
+        env.update({"GIT_CONFIG_NOSYSTEM": "1", "GIT_ATTR_NOSYSTEM": "1",
+                    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_LFS_SKIP_SMUDGE": "1", "GIT_NO_REPLACE_OBJECTS": "1",
+                    "GIT_PAGER": "cat",
+                    "GIT_ALLOW_PROTOCOL": "https:http" if self.cfg.allow_insecure_transport else "https"})
         if self.cfg.git_ca_file:  # GIT_CA_FILE: http.sslCAInfo through the environment, not argv
             env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0="http.sslCAInfo",
                        GIT_CONFIG_VALUE_0=self.cfg.git_ca_file)
@@ -201,38 +198,14 @@ class GitRunner:
             ctx.check()
         if cwd is None and tree is not None:
             cwd = tree.work_tree
-        proc = subprocess.Popen(self.argv(args, tree), cwd=cwd, env=self.environment(token),
-                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=None if ctx is None else ctx.remaining())
-        except subprocess.TimeoutExpired:
-            _terminate(proc)
-            raise AgentError("deadline_exceeded", f"git {args[0]}: deadline exceeded") from None
-        except BaseException:   # cancelled: the dispatcher kills the greenlet; never leave git running
-            _terminate(proc)
-            raise
+        result = proc.run(self.argv(args, tree), self.environment(token),
+                          timeout=None if ctx is None else ctx.remaining(), cwd=cwd, max_output=None,
+                          what=f"git {args[0]}", grace=KILL_GRACE)
         if ctx is not None:
             ctx.check()
-        if proc.returncode != 0:
-            raise classify(what or f"git {args[0]}", proc.returncode, err.decode("utf-8", "replace"))
-        return out.decode("utf-8", "replace")
-
-
-def _terminate(proc):
-    """SIGTERM the git process group, SIGKILL after a grace (commands.md 1.8 item 3)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + KILL_GRACE
-        while proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=KILL_GRACE)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
+        if result.exit_code != 0:
+            raise classify(what or f"git {args[0]}", result.exit_code, result.stderr)
+        return result.stdout
 
 
 def classify(what, exit_code, stderr):

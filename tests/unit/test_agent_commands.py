@@ -1,10 +1,9 @@
 import os
 
 import gevent
-import psutil
 import pytest
 
-from agent import log
+from agent import log, proc
 from agent.errors import AgentError
 from agent.handlers import agent_commands
 from agent.handlers.context import CallContext
@@ -162,46 +161,11 @@ def test_execute_operation_spec():
     assert spec.default_timeout({"command_id": "system.update_packages"}) == 1800
 
 
-# -- the argv runner ----------------------------------------------------------------
-
-def test_run_capped_caps_output_and_reports_exit_code():
-    argv = ["/bin/sh", "-c", "head -c 200000 /dev/zero | tr '\\0' a; echo oops >&2; exit 3"]
-    out, err, code = commands.run_capped(argv, {"PATH": "/usr/bin:/bin"}, 30)
-    assert len(out) == commands.OUTPUT_CAP and set(out) == {"a"}
-    assert err == "oops\n" and code == 3
-
-
-def test_run_capped_has_no_secrets_in_its_environment(cfg, monkeypatch):
-    monkeypatch.setenv("JOIN_TOKEN", "supersecret")
-    out, _, _ = commands.run_capped(["/usr/bin/env"], commands.child_env(cfg), 30)
-    assert "supersecret" not in out and "PATH=" in out
-
-
-def test_run_capped_kills_the_process_group_at_the_timeout():
-    with pytest.raises(AgentError) as info:
-        commands.run_capped(["/bin/sh", "-c", "sleep 30 & sleep 30; wait"], {"PATH": "/usr/bin:/bin"}, 0.3)
-    assert info.value.code == "deadline_exceeded"
-    assert not [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", "30"]
-                and p.ppid() in (os.getpid(), 1)]
-
-
-def test_run_capped_cancel_terminates_the_group():
-    cancels = []
-    runner = gevent.spawn(commands.run_capped, ["/bin/sh", "-c", "sleep 30"], {"PATH": "/usr/bin:/bin"}, 60,
-                          cancels.append)
-    with gevent.Timeout(5):
-        while not cancels:
-            gevent.sleep(0.01)
-    cancels[0]()
-    out, err, code = runner.get(timeout=10)
-    assert code == -15
-
-
 def test_docker_list_all_runs_the_cli_without_a_shell(services, monkeypatch, tmp_path):
     fake = tmp_path / "docker"
     fake.write_text("#!/bin/sh\necho \"$@\"\necho DOCKER_HOST=$DOCKER_HOST\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(commands, "CHILD_PATH", f"{tmp_path}:/usr/bin:/bin")
+    monkeypatch.setattr(proc, "CHILD_PATH", f"{tmp_path}:/usr/bin:/bin")
     services.cfg = services.cfg.replace(docker_host="unix:///tmp/d.sock")
     reply = call("agent.command.execute", services, {"command_id": "docker.list_all"})
     assert reply["output"].startswith("ps --all --no-trunc --format table {{.ID}}")
