@@ -36,3 +36,11 @@ def atomic_write(path, data, mode=0o600, sync_dir=True):
         raise
     if sync_dir:
         fsync_dir(directory)
+
+
+def unlink_quietly(path):
+    """Remove ``path``; a missing file or any other OSError is ignored (clean-up paths)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,4 +1,5 @@
-"""Parsers for the value forms shared by settings and requests.
+"""Parsers for the value forms shared by settings and requests, and :func:`rfc3339`, the
+one formatter of timestamps.
 
 Each parser takes a string and returns the parsed value or raises
 ``ValueError`` whose message is the expected form; callers add the key and
@@ -6,6 +7,8 @@ where the value came from.
 """
 
 import re
+import time
+from datetime import datetime, timezone
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
@@ -83,3 +86,20 @@ def format_duration(seconds):
                 return f"{int(seconds // size)}{unit}"
         return f"{int(seconds)}s"
     return f"{seconds:g}s"
+
+
+def rfc3339(epoch=None, precision="us"):
+    """``epoch`` (now when None) as RFC 3339 UTC with a ``Z`` suffix. ``precision``: ``"s"``
+    (whole seconds, truncated), ``"ms"`` (three digits, truncated), ``"us"`` (six digits,
+    rounded) or ``"auto"`` (six digits, left out when they are all zero)."""
+    epoch = time.time() if epoch is None else epoch
+    if precision == "s":
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    if precision == "ms":
+        return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+    moment = datetime.fromtimestamp(epoch, timezone.utc)
+    if precision == "us":
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    if precision == "auto":
+        return moment.isoformat().replace("+00:00", "Z")
+    raise ValueError(f"unknown precision {precision!r}")

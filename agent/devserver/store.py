@@ -29,13 +29,6 @@ def ensure_private_dir(path):
     os.chmod(path, 0o700)
 
 
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
 def write_json(path, obj):
     atomic_write(path, json.dumps(obj, indent=1, sort_keys=True).encode())
 

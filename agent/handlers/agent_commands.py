@@ -10,7 +10,9 @@ from marshmallow import ValidationError, fields, validate, validates_schema
 
 from agent.errors import AgentError
 from agent.handlers.registry import OperationSpec
-from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, USER_RE, matching, printable
+from agent.protocol.fields import (
+    USER_RE, NoArguments, RequestSchema, StrictBoolean, StrictInteger, StrictString, matching, printable)
+from agent.protocol.ipc import OP_AGENT_UNINSTALL, OP_SSH_KEYS_ADD, OP_SSH_KEYS_REMOVE
 from agent.services.commands import CommandRunner, agent_logs, catalogue, refuse_if_disabled, require_ipc
 
 KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa")
@@ -26,10 +28,6 @@ EXECUTE = OperationSpec("command", lambda r: f"command:{r['command_id']}", _exec
                         lock_key=lambda r: f"command:{r['command_id']}")
 SSH_KEY = OperationSpec("ssh_key", lambda r: f"ssh_key:{r['user']}", 60, 300,
                         lock_key=lambda r: f"ssh_key:{r['user']}")
-
-
-class NoArguments(RequestSchema):
-    pass
 
 
 class LogsRequest(RequestSchema):
@@ -74,7 +72,7 @@ def command_execute(ctx, request):
 
 def uninstall(ctx, request):
     refuse_if_disabled(ctx.cfg, "agent.uninstall")
-    require_ipc(ctx.services).call("agent.uninstall", {}, timeout=30.0)
+    require_ipc(ctx.services).call(OP_AGENT_UNINSTALL, {}, timeout=30.0)
     return {"success": True, "message": "Agent uninstallation requested successfully"}
 
 
@@ -89,14 +87,14 @@ def _ssh_user(ctx, request, command):
 def ssh_key_add(ctx, request):
     ipc = _ssh_user(ctx, request, "server.ssh_key.add")
     args = {k: request[k] for k in ("user", "public_key", "comment") if k in request}
-    result = ipc.call("ssh.authorized_keys.add", args, timeout=ctx.remaining() or 60.0)
+    result = ipc.call(OP_SSH_KEYS_ADD, args, timeout=ctx.remaining() or 60.0)
     return {"user": request["user"], "fingerprint": result["fingerprint"], "added": bool(result["added"])}
 
 
 def ssh_key_remove(ctx, request):
     ipc = _ssh_user(ctx, request, "server.ssh_key.remove")
     args = {k: request[k] for k in ("user", "fingerprint", "public_key") if k in request}
-    result = ipc.call("ssh.authorized_keys.remove", args, timeout=ctx.remaining() or 60.0)
+    result = ipc.call(OP_SSH_KEYS_REMOVE, args, timeout=ctx.remaining() or 60.0)
     return {"user": request["user"], "fingerprint": result["fingerprint"], "removed": bool(result["removed"])}
 
 

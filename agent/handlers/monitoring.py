@@ -1,11 +1,7 @@
 """``monitoring.*`` (commands.md 2.3, decisions 48): thin calls into MonitoringService."""
 
-from agent.protocol.fields import RequestSchema
+from agent.protocol.fields import NoArguments
 from agent.services.monitoring_rules import AlertsSetupSchema
-
-
-class NoArguments(RequestSchema):
-    pass
 
 
 def status(ctx, request):

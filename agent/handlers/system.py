@@ -7,11 +7,7 @@ added or renamed in one place and not the other fails a test.
 
 from marshmallow import RAISE, Schema, fields
 
-from agent.protocol.fields import RequestSchema
-
-
-class NoArguments(RequestSchema):
-    """Both commands take no request fields (unknown keys are ignored)."""
+from agent.protocol.fields import NoArguments
 
 
 class _Strict(Schema):

@@ -108,6 +108,10 @@ class RequestSchema(Schema):
         return folded
 
 
+class NoArguments(RequestSchema):
+    """A command or supervisor op without request fields (unknown keys are ignored)."""
+
+
 def load_request(schema, data):
     """Validate ``data`` with ``schema`` (an instance); AgentError(invalid_argument) on failure."""
     try:

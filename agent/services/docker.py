@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 from agent import log
 from agent.errors import AgentError
+from agent.values import rfc3339  # noqa: F401 (the services import it from here)
 
 NETWORK = "pulseup-net"
 MANAGED = "pulseup.managed"
@@ -44,12 +45,6 @@ def service_status(state, health="none"):
     if status == "running" and health == "unhealthy":
         return "failed"
     return status
-
-
-def rfc3339(epoch=None):
-    """RFC 3339 UTC with a ``Z`` suffix (commands.md 1.6)."""
-    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_docker_time(text):

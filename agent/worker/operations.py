@@ -10,19 +10,15 @@ import collections
 import json
 import os
 import time
-from datetime import datetime, timezone
 
 from agent import log
 from agent.errors import AgentError
+from agent.values import rfc3339
 from agent.worker.journal import atomic_write
 
 _log = log.get("operations")
 MAX_QUEUED_PER_KEY = 16
 RECOVERED_KINDS = ("deploy", "backup", "restore", "install", "rollback", "database_deploy")
-
-
-def rfc3339(wall):
-    return datetime.fromtimestamp(wall, timezone.utc).isoformat().replace("+00:00", "Z")
 
 
 class Job:
@@ -83,8 +79,8 @@ class Job:
         request = self.request or {}
         info = {
             "operation_id": self.operation_id, "kind": self.spec.kind, "command": self.command.name,
-            "state": self.state, "received_at": rfc3339(self.received_wall),
-            "deadline_at": rfc3339(time.time() + self.deadline - time.monotonic()),
+            "state": self.state, "received_at": rfc3339(self.received_wall, precision="auto"),
+            "deadline_at": rfc3339(time.time() + self.deadline - time.monotonic(), precision="auto"),
         }
         for key in ("service_uid", "deployment_uid", "backup_uid"):
             if request.get(key):
@@ -93,7 +89,7 @@ class Job:
             if value:
                 info[key] = value
         if self.started_wall:
-            info["started_at"] = rfc3339(self.started_wall)
+            info["started_at"] = rfc3339(self.started_wall, precision="auto")
         return info
 
 

@@ -21,6 +21,7 @@ from agent.errors import AgentError
 from agent.handlers.registry import Command, OperationSpec
 from agent.protocol import envelope
 from agent.services import interrupted
+from agent.values import rfc3339
 
 _log = log.get("recovery")
 RESTARTED = "agent restarted during operation"
@@ -177,10 +178,7 @@ def report(emit, record, result):
     """The operation's terminal events, then the service's status."""
     for event, data in result.events:
         emit(event, data)
-    data = {"service_uid": record["service_uid"], "status": result.service_status, "timestamp": _rfc3339()}
+    data = {"service_uid": record["service_uid"], "status": result.service_status,
+            "timestamp": rfc3339(precision="s")}
     data["message" if result.service_status == "running" else "error"] = f"{RESTARTED}; {result.message}"
     emit("update_service_status", data)
-
-
-def _rfc3339():
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -127,13 +127,13 @@ def copy_backup(source, directory, check=None):
         _copy_file(source, tmp, check)
         name = mf.publish(tmp, directory, match.group(1), manifest["format"], manifest["compression"])
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     path = os.path.join(directory, name)
     try:
         offload(mf.write_json_atomic, path + ".json", dict(manifest, file_name=name))
     except BaseException:
-        _unlink_quietly(path)
+        unlink_quietly(path)
         raise
     return path
 
@@ -159,7 +159,7 @@ def _copy_block(handle, fd):
     return len(block)
 
 
-def _unlink_quietly(path):
+def unlink_quietly(path):
     try:
         os.unlink(path)
     except OSError:

@@ -14,7 +14,9 @@ import time
 
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
+from agent import values
 from agent.fsutil import fsync_dir  # noqa: F401 (used by the backup pipeline too)
+from agent.fsutil import unlink_quietly
 from agent.services.database.engines import ENGINE_NAMES, ENTRY_TYPE, FORMAT_EXT
 
 CODEC_SUFFIX = {"zstd": "zst", "gzip": "gz"}
@@ -54,8 +56,7 @@ _SCHEMA = ManifestSchema()
 
 def rfc3339(epoch=None):
     """UTC RFC 3339 with millisecond precision and a Z suffix (commands.md 1.6)."""
-    epoch = time.time() if epoch is None else epoch
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
+    return values.rfc3339(epoch, precision="ms")
 
 
 def stamp(epoch):
@@ -86,7 +87,7 @@ def discard_partials(directory):
     except FileNotFoundError:
         return []
     for name in names:
-        _unlink_quietly(os.path.join(directory, name))
+        unlink_quietly(os.path.join(directory, name))
     return names
 
 
@@ -110,7 +111,7 @@ def write_json_atomic(path, obj):
             os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        _unlink_quietly(tmp)
+        unlink_quietly(tmp)
         raise
     fsync_dir(directory)
 
@@ -138,13 +139,6 @@ def load_manifest(path):
         return _SCHEMA.load(raw)
     except (OSError, ValueError, ValidationError, TypeError):
         return None
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def scan(directory, service_uid):

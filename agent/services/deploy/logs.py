@@ -10,12 +10,11 @@ rewritten atomically on every change). Each line also goes to the service-scoped
 import json
 import os
 import threading
-import time
-from datetime import datetime, timezone
 
 from agent import log
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
+from agent.values import rfc3339
 
 LOG_TYPES = ("build", "deploy")
 LEVELS = ("INFO", "WARN", "ERROR")
@@ -27,11 +26,6 @@ STEP_NAMES = {
     "build_image": "Build image", "deploy_container": "Deploy container",
     "health_check": "Health check", "switch_traffic": "Switch traffic", "cleanup": "Cleanup",
 }
-
-
-def rfc3339(epoch=None):
-    moment = datetime.fromtimestamp(time.time() if epoch is None else epoch, timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def format_line(text, level="INFO", epoch=None):
