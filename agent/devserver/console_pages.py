@@ -45,7 +45,7 @@ def agent_page(session, agent, services, jobs):
 
 
 def _hw(info, flat, group, key):
-    """A hardware fact from the event's flat form or the HardwareInfo form (commands.md)."""
+    """A hardware fact from the event's flat form or the HardwareInfo form (docs/commands.md)."""
     value = info.get(flat)
     if value is None and group and isinstance(info.get(group), dict):
         value = info[group].get(key)

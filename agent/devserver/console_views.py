@@ -2,7 +2,7 @@
 
 GET handlers render; POST handlers (CSRF-checked by the dispatcher) start a job and
 redirect, or ask for confirmation first when the action destroys something (revoke,
-restore). Path parameters match the uid rule of the command catalogue before any use.
+restore). Path parameters match the uid rule of docs/commands.md before any use.
 """
 
 import re
