@@ -96,7 +96,10 @@ def caddy_image(docker_client):
 @pytest.fixture(scope="session")
 def test_network(docker_client):
     """Name of a user-defined bridge network: with --bridge=none, ports publish only there."""
-    network = docker_client.networks.create(TEST_NETWORK, driver="bridge")
+    # an agent of this session may have created it first (it ensures pulseup-net itself):
+    # reuse it, or the engine would make a second network of the same name
+    existing = [n for n in docker_client.networks.list(names=[TEST_NETWORK]) if n.name == TEST_NETWORK]
+    network = existing[0] if existing else docker_client.networks.create(TEST_NETWORK, driver="bridge")
     try:
         yield TEST_NETWORK
     finally:
