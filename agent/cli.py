@@ -99,7 +99,7 @@ def _load_config(args, role):
         overrides["LOG_LEVEL"] = args.log_level
     if args.log_format:
         overrides["LOG_FORMAT"] = args.log_format
-    # decisions 24: the supervisor never reads a .env file
+    # docs/design.md, "Settings and files": the supervisor never reads a .env file
     use_dotenv = False if role == "supervisor" else None
     return config.load(args.config, cli_overrides=overrides, use_dotenv=use_dotenv)
 

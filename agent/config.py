@@ -4,7 +4,7 @@ One :class:`Setting` per environment variable: its default, parser, one-line
 doc and whether it is a secret. ``conf/config.example``, the README's table
 and ``check-config`` are all derived from :data:`SETTINGS` (a test checks the
 README against it). Sources, lowest first: defaults < config file < ``.env``
-(development only, decisions 24) < process environment < CLI flags.
+(development only, docs/design.md, "Settings and files") < process environment < CLI flags.
 
 The loaded :class:`Config` is read-only; attribute names are the lowercased
 variable names (``cfg.reconnect_interval``).
@@ -112,7 +112,7 @@ SETTINGS = (
     _s("SERVER_CA_FILE", None, _abs_path, "Extra CA trusted for the control plane's TLS certificate"),
     # commands
     _s("MAX_CONCURRENT_COMMANDS", 64, _positive, "Size of the command pool"),
-    _s("COMMAND_TIMEOUT", 30.0, parse_duration, "Deadline of commands without their own (commands.md 1.8)"),
+    _s("COMMAND_TIMEOUT", 30.0, parse_duration, "Deadline of commands without their own (docs/commands.md, Operations)"),
     _s("GRACEFUL_TIMEOUT", 30.0, parse_duration, "How long shutdown waits for running commands"),
     _s("STATE_DIR", "/var/lib/pulseup/state", _abs_path, "Outbox, idempotency store, operations, schedules, proxy state"),
     _s("OUTBOX_MAX_MESSAGES", 10_000, _positive, "Outbox bound in messages"),
@@ -241,7 +241,7 @@ def load(config_file=None, environ=None, cli_overrides=None, use_dotenv=None, cw
     """Load the configuration from every source; raises ConfigError.
 
     ``config_file`` None means the default file, which may be missing;
-    ``use_dotenv`` None means decisions 24: only when not root and no
+    ``use_dotenv`` None means docs/design.md, "Settings and files": only when not root and no
     explicit config file.
     """
     environ = os.environ if environ is None else environ

@@ -1,13 +1,13 @@
 """The agent's one exception root and the single table of error codes.
 
 Every failure a command can report is an :class:`AgentError` carrying one of
-the stable codes of ``commands.md`` section 1.2. Lower layers translate the
+the stable codes of docs/commands.md, "Errors". Lower layers translate the
 exceptions of the libraries they use at their boundary
 (``raise AgentError(...) from exc``); only the dispatcher and the process
 entry points catch ``Exception``.
 """
 
-# code -> one-line meaning (commands.md section 1.2, protocol.md, decisions 4 and 15)
+# code -> one-line meaning (docs/commands.md, "Errors"; docs/protocol.md, "Dispatch" and "Supervisor IPC")
 CODES = {
     "invalid_argument": "missing, ill-typed or invalid field",
     "not_found": "the object does not exist",
@@ -46,7 +46,7 @@ class AgentError(Exception):
         self.details = details
 
     def reply_data(self):
-        """The inner ``data`` object of an error reply (commands.md 1.2)."""
+        """The inner ``data`` object of an error reply (docs/commands.md, "Errors")."""
         data = {"code": self.code}
         if self.field:
             data["field"] = self.field

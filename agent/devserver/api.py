@@ -2,7 +2,7 @@
 
 `/api/agent/*` are the agent's own endpoints (enroll: join token; renew and upload: mTLS;
 `ca`: open); the update manifest is open too (signed public data the agent fetches without
-any credential); everything else needs the admin bearer token (decisions 35).
+any credential); everything else needs the admin bearer token (docs/devserver.md).
 """
 
 import hmac

@@ -1,7 +1,7 @@
 """The dev control plane's certificate authority.
 
 CA and server certificate are ECDSA P-256 (browsers refuse Ed25519 server certificates);
-agent keys are Ed25519 (decisions 35). Keys are PKCS#8 PEM files with mode 0600.
+agent keys are Ed25519 (docs/devserver.md). Keys are PKCS#8 PEM files with mode 0600.
 """
 
 import datetime

@@ -3,7 +3,7 @@
 The state of one `server_uid` (`AgentState`) outlives its connections, so a call whose
 answer arrives after a reconnect (through the agent's outbox) still resolves, and
 duplicate responses are recognised across connections (delivery is at-least-once,
-decisions 5).
+docs/protocol.md, "Delivery").
 """
 
 import collections
@@ -35,7 +35,7 @@ class CallTimeout(Exception):
 
 
 def normalise_reply(frame):
-    """The agent's reply object from a `response` frame (protocol.md section 2)."""
+    """The agent's reply object from a `response` frame (docs/commands.md, "Requests")."""
     data = frame.get("data")
     if not isinstance(data, dict):
         data = {}
@@ -192,7 +192,7 @@ class Hub:
             log.warning("response for unknown call %r from %s", call_id, st.server_uid)
 
     def answer_for(self, st, event):
-        """The server's reply to an agent -> server call (commands.md section 4)."""
+        """The server's reply to an agent -> server call (docs/commands.md, "Agent -> server calls")."""
         if event not in ANSWERABLE:
             return {"success": False, "data": None, "error": "unknown call"}
         return dict(st.answers.get(event, UNCONFIGURED))

@@ -1,7 +1,7 @@
 """`DevServer`: the development control plane, usable in-process by tests or from the CLI.
 
 One TLS port serves the HTTPS API and the agent WebSocket (`/ws/agent_v2`). Client
-certificates are requested but optional at TLS level and enforced per path (decisions 35).
+certificates are requested but optional at TLS level and enforced per path (docs/devserver.md).
 Every connection runs in a greenlet owned by `self._group`.
 """
 
@@ -229,7 +229,7 @@ class DevServer:
         return self.hub.wait_connected(server_uid, timeout)
 
     def set_answer(self, server_uid, event, reply):
-        """Set what the server answers to the agent's call `event` (commands.md section 4)."""
+        """Set what the server answers to the agent's call `event` (docs/commands.md, "Agent -> server calls")."""
         if event not in ANSWERABLE:
             raise ValueError("only %s can be configured" % ", ".join(ANSWERABLE))
         self.hub.state(server_uid).answers[event] = {

@@ -1,4 +1,4 @@
-"""One agent's WebSocket session: challenge authentication (protocol.md section 3), then the
+"""One agent's WebSocket session: challenge authentication (docs/protocol.md, "Connection"), then the
 reader loop that records frames, resolves calls and answers the agent's own calls.
 
 The session runs in the greenlet that accepted the connection; it is the only reader.

@@ -1,4 +1,4 @@
-"""Receive a backup upload (commands.md 2.9.4): a streamed `multipart/form-data` body.
+"""Receive a backup upload (docs/commands.md, "Databases"): a streamed `multipart/form-data` body.
 
 Small fields (`backup_uid`, `service_uid`, `sha256`, `size`, `compressed_size`, `manifest`)
 are kept in memory (bounded); the `backup_file` part goes straight to disk through a

@@ -1,7 +1,7 @@
 """Server side of one WebSocket connection, on wsproto over a gevent socket.
 
 One reader (the connection's own greenlet) calls `recv_text`; any greenlet may call
-`send_json` (sends are serialised by a lock, protocol.md section 1).
+`send_json` (sends are serialised by a lock, docs/protocol.md, "Connection").
 """
 
 import json

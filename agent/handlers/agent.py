@@ -1,4 +1,4 @@
-"""agent.ping and the operation commands (commands.md 2.1)."""
+"""agent.ping and the operation commands (docs/commands.md, "Agent commands")."""
 
 from marshmallow import validate
 
@@ -9,7 +9,7 @@ from agent.protocol.fields import RequestSchema, StrictString, Uid
 
 
 def ping(ctx, data):
-    """Echo the request as received: {} when absent, null when null (commands.md 2.1)."""
+    """Echo the request as received: {} when absent, null when null (docs/commands.md, "Agent commands")."""
     reply = {"echo": data, "version": __version__,
              "uptime_seconds": ctx.services.dispatcher.uptime()}
     if len(envelope.encode(reply)) > envelope.MAX_OUTBOUND_BYTES - 1024:
@@ -18,7 +18,7 @@ def ping(ctx, data):
 
 
 class _ListRequest(RequestSchema):
-    service_uid = Uid(load_default=None)     # commands.md 1.3: validated like every service_uid
+    service_uid = Uid(load_default=None)     # docs/commands.md, "Identifiers and values": validated like every service_uid
 
 
 def operations_list(ctx, request):

@@ -1,8 +1,8 @@
 """``database.backup.download`` (the upload), ``database.backup.automation.update|get``,
-``database.backup.storage.verify`` (commands.md 2.9, 2.9.4, 2.9.5).
+``database.backup.storage.verify`` (docs/commands.md, "Databases").
 
-Thin handlers: the schemas validate every field (commands.md 1.3) before any work, the
-upload's OperationSpec carries commands.md 1.8 (``upload:<backup_uid>``, not serialised:
+Thin handlers: the schemas validate every field (docs/commands.md, "Identifiers and values") before any work, the
+upload's OperationSpec carries docs/commands.md, "Operations" (``upload:<backup_uid>``, not serialised:
 the file is pinned against retention instead), and ``ctx.services.backups`` does the rest.
 """
 

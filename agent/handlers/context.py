@@ -34,7 +34,7 @@ class CallContext:
             self._emit(event, data, durable)
 
     def call_server(self, event, data, timeout=30.0):
-        """An agent -> server call (commands.md 4); raises AgentError(unavailable)."""
+        """An agent -> server call (docs/commands.md, "Agent -> server calls"); raises AgentError(unavailable)."""
         if self._call_server is None:
             raise AgentError("unavailable", "control plane is not connected")
         return self._call_server(event, data, timeout)

@@ -1,7 +1,7 @@
-"""``database.deploy``, ``database.backup.create|list|restore`` (commands.md 2.9).
+"""``database.deploy``, ``database.backup.create|list|restore`` (docs/commands.md, "Databases").
 
-Thin handlers: the schemas validate every field of commands.md 1.3 before any work, the
-OperationSpecs carry the deadlines and serialisation of commands.md 1.8, and the
+Thin handlers: the schemas validate every field of docs/commands.md, "Identifiers and values" before any work, the
+OperationSpecs carry the deadlines and serialisation of docs/commands.md, "Operations", and the
 database service does the rest.
 """
 
@@ -15,7 +15,7 @@ from agent.services.database.backup import BackupJob
 from agent.services.database.engines import DATABASE_RE, ENGINE_NAMES, USERNAME_RE
 from agent.services.database.provision import DeployRequest
 
-# Scheduled and safety backup uids are longer than 64 characters (commands.md 1.3, decisions 30).
+# Scheduled and safety backup uids are longer than 64 characters (docs/commands.md, "Identifiers and values").
 BACKUP_UID_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
                            r"|auto-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f-]{36}"
                            r"|prerestore-[0-9a-f-]{36})\Z")

@@ -1,4 +1,4 @@
-"""App delivery commands (commands.md 2.5, 2.7): ``service.app.deploy``, ``service.app.install``,
+"""App delivery commands (docs/commands.md, "Deployments" and "Logs and stats"): ``service.app.deploy``, ``service.app.install``,
 ``service.deploy.rollback`` and the deployment log commands.
 
 The schemas carry every field rule of 1.3 and 2.5.1; values that depend on settings (the
@@ -51,7 +51,7 @@ class Sha(StrictString):
 
 
 class EnvVars(fields.Field):
-    """commands.md 1.3 env rule: keys, values <= 32 KiB without NUL, whole map <= 1 MiB."""
+    """docs/commands.md, "Identifiers and values" env rule: keys, values <= 32 KiB without NUL, whole map <= 1 MiB."""
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, dict):
@@ -139,7 +139,7 @@ HEALTH_PATH = dict(validate=[validate.Length(max=1024),
 
 
 class ServiceObject(RequestSchema):
-    """The ``service`` object of commands.md 2.5.1 (aliases folded in)."""
+    """The ``service`` object of docs/commands.md, `service.app.deploy` (aliases folded in)."""
     deployment_method = StrictString(validate=validate.OneOf(sorted(METHODS)))
     port_mappings = PortMappings()
     internal_port = StrictInteger(validate=validate.Range(1, 65535))
@@ -203,7 +203,7 @@ class DeployRequest(SourceFields):
     health_check_path = StrictString(**HEALTH_PATH)
     health_timeout_seconds = StrictNumber(load_default=120.0, validate=validate.Range(5, 1800))
     drain_seconds = StrictNumber(load_default=5.0, validate=validate.Range(0, 300))
-    deployment_strategy = StrictString()      # accepted and ignored (2.5.1)
+    deployment_strategy = StrictString()      # accepted and ignored (docs/commands.md, `service.app.deploy`)
 
 
 def _target_version(value):

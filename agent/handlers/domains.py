@@ -1,7 +1,7 @@
-"""``service.domain.manage``: upsert, remove and status of a service's domains (commands.md 2.6).
+"""``service.domain.manage``: upsert, remove and status of a service's domains (docs/commands.md, "Domains and the proxy").
 
-Upsert and remove are operations ``domain:<service_uid>`` serialised per service (commands.md
-1.8, 120 s / 600 s); ``status`` is read-only and never waits (1.8 rule 5), so it gets no
+Upsert and remove are operations ``domain:<service_uid>`` serialised per service (docs/commands.md,
+"Operations", 120 s / 600 s); ``status`` is read-only and never waits, so it gets no
 service lock and an operation id of its own.
 """
 
@@ -52,7 +52,7 @@ def _lock_key(request):
 
 
 def _is_change(request):
-    """commands.md 1.8.5: domain `status` is read-only: not an operation, never waits."""
+    """docs/commands.md, "Operations": domain `status` is read-only: not an operation, never waits."""
     return _action(request) != "status"
 
 
@@ -73,7 +73,7 @@ def manage(ctx, request):
             return {"success": True, "domain_info": proxy.status(uid, request["domain"])}
         raise AgentError("unimplemented", f"unknown action: {request['action']}", field="action")
     except AgentError as exc:
-        # commands.md 2.6: the failure data carries success, message and code
+        # docs/commands.md, "Domains and the proxy": the failure data carries success, message and code
         exc.details = dict(exc.details, success=False, message=exc.message)
         raise
 

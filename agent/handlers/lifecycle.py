@@ -1,7 +1,7 @@
-"""``service.start|stop|restart|delete`` and ``service.status.get`` (commands.md 2.8).
+"""``service.start|stop|restart|delete`` and ``service.status.get`` (docs/commands.md, "Lifecycle").
 
 Start, stop and restart share the ``lifecycle:<uid>`` operation, serialised per service
-(commands.md 1.8, 120 s / 600 s); delete pre-empts whatever runs for the service
+(docs/commands.md, "Operations", 120 s / 600 s); delete pre-empts whatever runs for the service
 (300 s / 1800 s); status is read-only and never waits.
 """
 

@@ -1,7 +1,7 @@
-"""Container logs and stats (commands.md 2.7): ``service.logs.fetch``,
+"""Container logs and stats (docs/commands.md, "Logs and stats"): ``service.logs.fetch``,
 ``service.logs.stream.start|stop``, ``database.logs.fetch``, ``service.container.stats.live``.
 
-All read-only: never serialised, never waiting (commands.md 1.8 rule 5). Streams run in
+All read-only: never serialised, never waiting (docs/commands.md, "Operations"). Streams run in
 the background (:mod:`agent.services.docker_log_streams`) after the start reply.
 """
 

@@ -2,8 +2,8 @@
 
 A command is a name, a thin handler function ``func(ctx, request) -> dict``,
 the marshmallow schema its request is validated with before any greenlet is
-spawned, and for long-running commands an :class:`OperationSpec` (commands.md
-1.8: operation id, serialisation key, deadline default and maximum).
+spawned, and for long-running commands an :class:`OperationSpec` (docs/commands.md,
+"Operations": operation id, serialisation key, deadline default and maximum).
 """
 
 from dataclasses import dataclass

@@ -1,11 +1,11 @@
-"""agent.update.check, agent.update.apply and agent.config_updated (commands.md 2.1, decisions 17)."""
+"""agent.update.check, agent.update.apply and agent.config_updated (docs/commands.md, "Agent commands"; docs/operations.md, "Self-update")."""
 
 from marshmallow import validate
 
 from agent.handlers.registry import OperationSpec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictString
 
-# commands.md 1.8: update:agent, serialised per agent, 900 / 3600 s
+# docs/commands.md, "Operations": update:agent, serialised per agent, 900 / 3600 s
 APPLY = OperationSpec("update", lambda request: "update:agent", 900, 3600, lock_key=lambda request: "agent")
 
 
@@ -26,7 +26,7 @@ def check(ctx, request):
 
 
 def apply(ctx, request):
-    # Point of no return: the start of the installation (commands.md 2.1).
+    # Point of no return: the start of the installation (docs/commands.md, "Agent commands").
     return ctx.services.update.apply(request["version"], request["force"], check=ctx.check,
                                      commit=ctx.point_of_no_return)
 
@@ -39,5 +39,5 @@ def config_updated(ctx, request):
 def register(registry):
     registry.add("agent.update.check", check)
     registry.add("agent.update.apply", apply, ApplyRequest(), APPLY, privileged=True)
-    # a special event, not reachable through the `command` wrapper (commands.md 2.1)
+    # a special event, not reachable through the `command` wrapper (docs/commands.md, "Agent commands")
     registry.add("agent.config_updated", config_updated, ConfigUpdated(), wrappable=False)

@@ -1,6 +1,6 @@
 """The WebSocket envelope: decoding, classification and the frames the agent sends.
 
-protocol.md section 2 and decisions 1: every incoming text frame becomes a
+docs/commands.md, "Requests" and docs/protocol.md, "Dispatch": every incoming text frame becomes a
 :class:`Message` or raises :class:`ProtocolError` (answered with an
 ``invalid_message`` error frame, never a disconnect).
 """
@@ -121,7 +121,7 @@ def _classify(env, obj):
     kind, event, data = env["type"], env["event"], env["data"]
     present = "data" in obj
     if kind is None:
-        # decisions 1: without a string type only the legacy command form is valid
+        # docs/protocol.md, "Dispatch": without a string type only the legacy command form is valid
         if event != "command":
             raise ProtocolError("missing string field: type")
         message = Message("legacy", call_id=env["call_id"], data=data, raw=obj)
@@ -268,7 +268,7 @@ def error_response(call_id, exc: AgentError, operation_id=None):
 
 
 def legacy_response(success, data=None, error="", code=""):
-    """decisions 4: the legacy reply carries `code` too."""
+    """docs/protocol.md, "Dispatch": the legacy reply carries `code` too."""
     return {"event": "command_response",
             "data": {"success": success, "data": data, "error": error, "code": code}}
 

@@ -1,4 +1,4 @@
-"""Signed update manifests (decisions 17): pure checks shared by worker and supervisor.
+"""Signed update manifests (docs/operations.md, "Self-update"): pure checks shared by worker and supervisor.
 
 A manifest is the JSON object ``{"version", "url", "size", "sha256",
 "published_at", "changelog"}``; ``<manifest>.sig`` is a base64 Ed25519
@@ -23,7 +23,7 @@ from agent.errors import AgentError
 from agent.protocol.fields import StrictInteger, StrictString
 
 MAX_MANIFEST_BYTES = 64 * 1024
-# decisions 34: X.Y.Z on the wire, a leading v accepted; .devN builds are not semantic.
+# docs/design.md, "Versions": X.Y.Z on the wire, a leading v accepted; .devN builds are not semantic.
 _SEMVER = re.compile(r"^v?(\d{1,6})\.(\d{1,6})\.(\d{1,6})\Z")
 
 

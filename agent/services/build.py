@@ -1,4 +1,4 @@
-"""Image builds and host-wide build slots (commands.md 1.8 item 6, 2.5.2 item 6, decisions 29).
+"""Image builds and host-wide build slots (docs/commands.md, "Operations" and "Deployments").
 
 BuildKit when the engine and a docker CLI have it (agent/services/buildkit.py, issue 18): the
 CLI runs ``docker build --progress plain`` and its lines stream to the build log. Otherwise,

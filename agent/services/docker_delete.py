@@ -1,4 +1,4 @@
-"""service.delete (commands.md 2.8): everything a service left on the host, idempotently.
+"""service.delete (docs/commands.md, "Lifecycle"): everything a service left on the host, idempotently.
 
 Order: stop its log stream; let every service that keeps per-service state clean up (the
 proxy removes its domains, the scheduler its backup schedule, compose runs ``down``): any
@@ -104,7 +104,7 @@ class Deletion:
         for name in (f"pulseup-app-{self.uid}", f"pulseup-db-{self.uid}"):
             legacy = self.docker.find_container(name)
             owner = labels_of(legacy).get(SERVICE_UID) if legacy is not None else None
-            # decisions 30: a legacy name is ours when unlabelled or labelled with this uid
+            # docs/commands.md, "Docker names and labels": a legacy name is ours when unlabelled or labelled with this uid
             if legacy is not None and owner in (None, self.uid) and legacy not in containers:
                 containers.append(legacy)
         return containers

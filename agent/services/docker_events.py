@@ -1,10 +1,10 @@
-"""The container event watcher (commands.md section 3): Docker events -> service status.
+"""The container event watcher (docs/protocol.md, "Outbound events"): Docker events -> service status.
 
 It follows ``GET /events`` filtered on ``pulseup.managed=true`` containers and reports
 ``update_service_status`` (running / stopped / failed) for a service's active or database
 container, and ``container_stopped`` for any managed container. A swap (new container
 running, old one stopped) stays ``running``: the old container is no longer the active one.
-Lost connections to the engine are retried with equal-jitter backoff (decisions 7), resuming
+Lost connections to the engine are retried with equal-jitter backoff (docs/protocol.md, "Connection"), resuming
 from the last event's time so nothing in between is missed; duplicates are suppressed.
 """
 

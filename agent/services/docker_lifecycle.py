@@ -1,4 +1,4 @@
-"""Service lifecycle (commands.md 2.8): start, stop, restart and status of a service's containers.
+"""Service lifecycle (docs/commands.md, "Lifecycle"): start, stop, restart and status of a service's containers.
 
 ``service.delete`` lives in :mod:`agent.services.docker_delete`. Status changes made here are
 reported as ``update_service_status`` events and recorded in the DockerService, so the
@@ -15,7 +15,7 @@ from agent.services.docker import (
     COMMIT_SHA, VERSION, health_of, labels_of, parse_docker_time, rfc3339, state_of,
     status_of, translate)
 
-STOP_GRACE = 30          # seconds between SIGTERM and SIGKILL (commands.md 2.8)
+STOP_GRACE = 30          # seconds between SIGTERM and SIGKILL (docs/commands.md, "Lifecycle")
 POLL_INTERVAL = 0.5
 DEFAULT_WAIT = 120.0
 # A container without a healthcheck counts as started once it has stayed up this long:
@@ -170,7 +170,7 @@ class Lifecycle:
     # -- status -----------------------------------------------------------------------
 
     def status(self, service_uid):
-        """service.status.get: the §1.7 status of the active (else database) container."""
+        """service.status.get: the status (docs/commands.md, "Statuses") of the active (else database) container."""
         containers = self.docker.find_service_containers(service_uid)
         legacy = self.docker.legacy_container(service_uid)
         if legacy is not None and all(c.id != legacy.id for c in containers):

@@ -1,4 +1,4 @@
-"""Service log streams (commands.md 2.7, decisions 32): ``container_log`` events.
+"""Service log streams (docs/commands.md, "Logs and stats"): ``container_log`` events.
 
 One stream per service; a new start replaces the old one. Each stream is two greenlets
 owned by ``services.spawn``: an attach loop that follows the service's *active* container

@@ -1,4 +1,4 @@
-"""ContainerMetrics (commands.md 1.9) from one Docker stats sample.
+"""ContainerMetrics (docs/commands.md, "Shapes") from one Docker stats sample.
 
 The figures follow the docker CLI's ``docker stats`` (cli/command/container/stats_helpers.go):
 CPU % is the two-sample formula over ``precpu_stats``; memory usage excludes the page cache
@@ -109,7 +109,7 @@ class _Attrs:
 
 
 def metrics(attrs, stats, now=None):
-    """ContainerMetrics (commands.md 1.9) from inspect ``attrs`` and a stats sample."""
+    """ContainerMetrics (docs/commands.md, "Shapes") from inspect ``attrs`` and a stats sample."""
     view = _Attrs(attrs)
     labels = labels_of(view)
     uptime = uptime_ns(attrs, now)

@@ -1,11 +1,11 @@
-"""Container monitoring (commands.md 2.3, decisions 48): sampling loop, health checks, alerts.
+"""Container monitoring (docs/commands.md, "Monitoring"): sampling loop, health checks, alerts.
 
 Every ``interval`` seconds the loop samples the managed containers (Docker stats), probes
 app containers with ``GET /`` on their ``pulseup-net`` address, and evaluates the alert
 rules (:mod:`agent.services.monitoring_rules`). Queries read the latest snapshot and never
 wait on sampling: the lock only guards in-memory swaps, and events are emitted after it is
 released, so a listener may call back into this service. Rules (and each alert's last
-firing time, for the cooldown) persist in ``STATE_DIR/monitoring.json`` (decisions 22).
+firing time, for the cooldown) persist in ``STATE_DIR/monitoring.json`` (docs/design.md, "Settings and files").
 """
 
 import collections
@@ -237,7 +237,7 @@ def _probe_address(container):
 
 
 def write_private_json(path, data):
-    """commands.md 1.5: mode 0600 in a 0700 directory created when missing, written atomically."""
+    """docs/commands.md, "Paths and files": mode 0600 in a 0700 directory created when missing, written atomically."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     atomic_write(path, json.dumps(data, indent=1, sort_keys=True).encode("utf-8"))
 

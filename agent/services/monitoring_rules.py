@@ -1,4 +1,4 @@
-"""Alert rules (commands.md 1.9 AlertRule, 2.3): their schema, metric values, evaluation.
+"""Alert rules (docs/commands.md, "Shapes" and "Monitoring"): their schema, metric values, evaluation.
 
 Evaluation is per (rule, container): the condition must hold for the rule's ``duration``
 before it fires; while it keeps holding it fires again at most once per cooldown; when it
@@ -64,7 +64,7 @@ class AlertRuleSchema(RequestSchema):
 
     @post_load
     def _normalise(self, rule, **kwargs):
-        # commands.md 2.3: duration_seconds wins over duration when both are given
+        # docs/commands.md, "Monitoring": duration_seconds wins over duration when both are given
         if "duration_seconds" in rule:
             rule["duration"] = int(round(rule["duration_seconds"] * 1e9))
         rule["duration"] = rule.get("duration", 0)
@@ -85,7 +85,7 @@ class AlertsSetupSchema(RequestSchema):
 
 
 def default_rules():
-    """Installed by monitoring.start when no rules exist (commands.md 2.3)."""
+    """Installed by monitoring.start when no rules exist (docs/commands.md, "Monitoring")."""
     raw = [
         {"id": "cpu-high", "name": "High CPU usage", "metric_type": "cpu_usage",
          "threshold": 80, "operator": "gt", "duration_seconds": 60, "severity": "warning"},

@@ -1,4 +1,4 @@
-"""The Nixpacks method of ``service.app.deploy`` (commands.md 2.5.2 step 6, decisions 29).
+"""The Nixpacks method of ``service.app.deploy`` (docs/commands.md, "Deployments").
 
 ``nixpacks`` must be on PATH, else ``failed_precondition`` naming what to install. The
 detected plan (``nixpacks plan <dir> --format json``) is deep-merged with the request's
@@ -37,7 +37,7 @@ METADATA = "NIXPACKS_METADATA"
 # entries of `providers` that mean "the detected ones" rather than naming a provider
 AUTO_PROVIDERS = ("...", "@auto")
 
-# provider -> (version variables, default, recommended minimum); commands.md 2.5.2
+# provider -> (version variables, default, recommended minimum); docs/commands.md, "Deployments"
 RUNTIMES = {
     "node": (("NIXPACKS_NODE_VERSION", "NODE_VERSION"), "22", "22"),
     "bun": (("NIXPACKS_BUN_VERSION",), "latest", "1.0"),
@@ -123,7 +123,7 @@ def deep_merge(base, override):
 
 
 def apply_commands(plan, commands):
-    """install/build/start commands of the request (commands.md 2.5.1) into the plan."""
+    """install/build/start commands of the request (docs/commands.md, `service.app.deploy`) into the plan."""
     phases = plan.setdefault("phases", {})
     for key, phase in (("install_command", "install"), ("build_command", "build")):
         if commands.get(key):

@@ -1,4 +1,4 @@
-"""A containerised agent attaches its own container to ``pulseup-net`` (commands.md 2.5.3).
+"""A containerised agent attaches its own container to ``pulseup-net`` (docs/commands.md, "Deployments").
 
 The readiness gate and monitoring dial app containers at their ``pulseup-net`` address; an
 agent running in a container on another network cannot count on reaching them (engines

@@ -1,8 +1,8 @@
 """The host itself: hardware inventory and live figures (psutil and /proc).
 
-``hardware_info()`` gives the HardwareInfo shape of commands.md 1.9 (sent at
+``hardware_info()`` gives the HardwareInfo shape of docs/commands.md, "Shapes" (sent at
 enrollment, after every authentication and by ``agent.hardware.info``);
-``live_stats()`` gives ``server.stats.live`` (commands.md 2.2). CPU usage comes
+``live_stats()`` gives ``server.stats.live`` (docs/commands.md, "Agent commands"). CPU usage comes
 from a background sampler (one ``/proc/stat`` read per second) so a stats call
 never waits for a sample; ``bench/system_sampling.py`` measures its cost.
 """
@@ -23,7 +23,7 @@ from agent import log
 
 GIB = 1024 ** 3
 
-# commands.md 1.6: the architecture vocabulary, from platform.machine() spellings.
+# docs/commands.md, "Time and sizes": the architecture vocabulary, from platform.machine() spellings.
 ARCH_NAMES = {
     "x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64",
     "armv6l": "arm", "armv7l": "arm", "armv8l": "arm", "i386": "386", "i686": "386",
@@ -62,9 +62,9 @@ def busy_percent(before, after):
 class SystemService:
     """Hardware inventory and live host statistics."""
 
-    PUBLIC_IP_TTL = 3600.0          # commands.md 2.1: cached 1 h
+    PUBLIC_IP_TTL = 3600.0          # docs/commands.md, "Agent commands": cached 1 h
     PUBLIC_IP_RETRY = 300.0         # a failed lookup is retried after 5 min, not per call
-    PUBLIC_IP_TIMEOUT = 2.0         # decisions 20
+    PUBLIC_IP_TIMEOUT = 2.0         # docs/commands.md, "Shapes" (HardwareInfo)
 
     def __init__(self, cfg, sample_interval=1.0):
         self.cfg = cfg
@@ -124,7 +124,7 @@ class SystemService:
     # -- hardware inventory ----------------------------------------------------------
 
     def hardware_info(self):
-        """The HardwareInfo object (commands.md 1.9; decisions 33: cores = physical cores).
+        """The HardwareInfo object (docs/commands.md, "Shapes": cores = physical cores).
         Blocks up to 2 s when the public-IP lookup is on; raises OSError only if /proc is unreadable."""
         logical = psutil.cpu_count(logical=True) or os.cpu_count() or 1
         physical = psutil.cpu_count(logical=False) or logical
@@ -150,7 +150,7 @@ class SystemService:
 
     @staticmethod
     def register_payload(info):
-        """The ``register_hardware_info`` event from a HardwareInfo (commands.md 3): flat
+        """The ``register_hardware_info`` event from a HardwareInfo (docs/protocol.md, "Outbound events"): flat
         fields, with the HardwareInfo itself (plus ``default_name``) as ``metadata``."""
         return {
             "hostname": info["hostname"], "default_name": info["hostname"],
@@ -166,7 +166,7 @@ class SystemService:
     def public_ip(self):
         """The host's public address from PULSEUP_PUBLIC_IP_LOOKUP_URL, or "unknown".
 
-        Off unless PULSEUP_PUBLIC_IP_LOOKUP (decisions 20). Never raises.
+        Off unless PULSEUP_PUBLIC_IP_LOOKUP (docs/commands.md, "Shapes"). Never raises.
         """
         if not self.cfg.pulseup_public_ip_lookup:
             return "unknown"

@@ -1,7 +1,7 @@
 """Request -> reply for the allow-listed ops: the decisions, in order.
 
 unknown op -> ``unknown_op``; listed in PULSEUP_DISABLED_COMMANDS ->
-``permission_denied`` (decisions 19); arguments failing the op's schema ->
+``permission_denied`` (docs/protocol.md, "Supervisor IPC"); arguments failing the op's schema ->
 ``invalid_argument``; over the op's rate -> ``rate_limited``; then the op runs.
 An op's AgentError becomes ``invalid_argument``, ``permission_denied`` or
 ``failed`` (the agent code kept as ``reason`` so the worker can map it back).

@@ -1,7 +1,7 @@
-"""The supervisor's IPC server: a Unix stream socket speaking the framed protocol (protocol.md 6).
+"""The supervisor's IPC server: a Unix stream socket speaking the framed protocol (docs/protocol.md, "Supervisor IPC").
 
 Peers are checked with ``SO_PEERCRED`` before a byte is read: the worker's uid,
-or uid 0 from the supervisor's own pid namespace (decisions 14: root inside a
+or uid 0 from the supervisor's own pid namespace (docs/protocol.md, "Supervisor IPC": root inside a
 container is refused). Every request, and every refused peer or frame, gets
 one audit line (op, peer pid/uid, decision, duration) on the supervisor's log.
 
@@ -119,7 +119,7 @@ class IpcServer:
         return sock
 
     def _own(self, path, mode):
-        # decisions 14: root:<WORKER_GROUP>; chown only as root and when the group exists
+        # docs/protocol.md, "Supervisor IPC": root:<WORKER_GROUP>; chown only as root and when the group exists
         if self.group_gid is not None and self.seam.geteuid() == 0:
             self.seam.chown(path, 0, self.group_gid)
         self.seam.chmod(path, mode)

@@ -1,6 +1,6 @@
 """Entry points of the root side: ``supervisor`` (IPC server only) and ``run`` (IPC server + worker child).
 
-decisions 13: ``supervisor`` refuses unless root and sends READY=1 once its
+docs/protocol.md, "Supervisor IPC": ``supervisor`` refuses unless root and sends READY=1 once its
 socket is bound; ``run`` is the only mode with restart logic. Started by a
 non-root user, ``run`` has no privileges to separate: it runs the worker in
 this process (the callable given by the CLI, so that this package never

@@ -1,4 +1,4 @@
-"""authorized_keys management for allow-listed local users (decisions 18, commands.md server.ssh_key.*).
+"""authorized_keys management for allow-listed local users (docs/protocol.md, "Supervisor IPC"; docs/commands.md, `server.ssh_key.add`).
 
 Keys are validated before anything is touched: one OpenSSH line of an allowed
 type, no options prefix, at most 16 KiB, RSA at least 3072 bits. The file is
@@ -104,7 +104,7 @@ def check_user(pw, allowed):
     """Raises AgentError(permission_denied) unless this account's keys may be managed.
 
     An explicitly listed name is allowed; ``*`` in the list allows every regular
-    account, never uid 0 nor system accounts (decisions 18).
+    account, never uid 0 nor system accounts (docs/protocol.md, "Supervisor IPC").
     """
     if pw.pw_name in allowed:
         return

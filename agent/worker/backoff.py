@@ -1,4 +1,4 @@
-"""Reconnect backoff: "equal jitter" (decisions 7).
+"""Reconnect backoff: "equal jitter" (docs/protocol.md, "Connection").
 
 The delay ``d`` starts at RECONNECT_INTERVAL and doubles up to
 RECONNECT_BACKOFF_MAX; each wait is uniform in [d/2, d]. After

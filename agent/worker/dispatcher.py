@@ -1,7 +1,7 @@
 """Command dispatch: validate, admit, run in a bounded pool, answer.
 
 The reader hands every call/event/legacy message to :meth:`Dispatcher.handle`,
-which never waits (decisions 2): unknown commands and invalid payloads are
+which never waits (docs/protocol.md, "Dispatch"): unknown commands and invalid payloads are
 answered before any greenlet exists; admitted calls run in one bounded
 ``gevent.pool.Pool``; a call that finds the pool full waits in a bounded list
 for at most ``ADMISSION_WAIT`` and is then answered ``unavailable``.
@@ -99,7 +99,7 @@ class Dispatcher:
                    for job in list(self.operations.by_id.values()))
 
     def _answered_before(self, call_id):
-        """Idempotency (protocol.md 5, decisions 5): never run a call_id twice."""
+        """Idempotency (docs/protocol.md, "Delivery"): never run a call_id twice."""
         if call_id in self.calls.running:
             return True
         frame = self.calls.answered(call_id)
@@ -114,7 +114,7 @@ class Dispatcher:
             raise AgentError("invalid_argument", message.wrapper_error)
         command = self.registry.get(message.event)
         if command is not None and message.wrapped and not command.wrappable:
-            command = None   # commands.md 2.1: agent.config_updated is not reachable wrapped
+            command = None   # docs/commands.md, "Agent commands": agent.config_updated is not reachable wrapped
         if command is None:
             label = "command" if message.wrapped else "event"
             raise AgentError("unimplemented", f"unknown {label}: {message.event}")
@@ -183,7 +183,7 @@ class Dispatcher:
             if not may_start:
                 job.phase = "queued"
                 if job.spec.queued_event is not None:
-                    # commands.md 1.8.4: a waiting deploy emits in_progress with phase queued
+                    # docs/commands.md, "Operations": a waiting deploy emits in_progress with phase queued
                     self._emit(*job.spec.queued_event(job.request))
                 return
         self._to_pool(job)

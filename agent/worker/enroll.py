@@ -1,6 +1,6 @@
 """The agent's certificate exchanges with the control plane: enrollment and renewal.
 
-protocol.md 4, decisions 9-12. Plain ``http.client`` over an ``ssl`` context
+docs/protocol.md, "Enrollment and certificates". Plain ``http.client`` over an ``ssl`` context
 (cooperative once gevent has patched the process). Enrollment trust: the
 system store, or ``ENROLL_CA_FILE``, or ``ENROLL_CA_PIN`` (the CA fetched
 unverified from ``GET /api/agent/ca`` and accepted only if its public key
@@ -36,7 +36,7 @@ from agent.worker.identity import (
 ENROLL_PATH = "/api/agent/enroll"
 CA_PATH = "/api/agent/ca"
 USER_AGENT = f"PulseUp-Agent/{__version__}"
-TIMEOUT = 30.0                  # protocol.md 4
+TIMEOUT = 30.0                  # docs/protocol.md, "Enrollment and certificates"
 MAX_RESPONSE = 1024 * 1024      # an enrollment answer is a few KiB
 
 _log = log.get("identity")
@@ -114,14 +114,14 @@ def new_key_and_csr():
 
 
 def spki_pin(cert):
-    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo (decisions 9, kubeadm's discovery hash)."""
+    """``sha256:<hex>`` of the DER SubjectPublicKeyInfo (docs/protocol.md, "Enrollment and certificates", kubeadm's discovery hash)."""
     spki = cert.public_key().public_bytes(serialization.Encoding.DER,
                                           serialization.PublicFormat.SubjectPublicKeyInfo)
     return "sha256:" + hashlib.sha256(spki).hexdigest()
 
 
 def identity_from_response(body, key, current=None):
-    """The Identity an enroll or renew response (protocol.md 4) describes, checked against
+    """The Identity an enroll or renew response (docs/protocol.md, "Enrollment and certificates") describes, checked against
     ``key`` and the returned CA (or ``current``'s on renewal) before anything is stored.
     Raises EnrollmentError."""
     ca_pem = body.get("ca_certificate_pem") or (current.ca_pem if current else None)
@@ -165,7 +165,7 @@ def enrollment_trust(cfg, base):
 
 def fetch_pinned_ca(base, pin):
     """The CA PEM served at ``GET /api/agent/ca``, fetched without TLS verification and
-    accepted only if one of its certificates' SPKI hashes to ``pin`` (decisions 9)."""
+    accepted only if one of its certificates' SPKI hashes to ``pin`` (docs/protocol.md, "Enrollment and certificates")."""
     unverified = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     unverified.check_hostname = False
     unverified.verify_mode = ssl.CERT_NONE     # trust comes from the pin check below
@@ -184,7 +184,7 @@ def fetch_pinned_ca(base, pin):
 
 
 def enroll(cfg, join_token, hardware_info):
-    """Enroll with ``join_token`` and store the identity in CERT_DIR (protocol.md 4).
+    """Enroll with ``join_token`` and store the identity in CERT_DIR (docs/protocol.md, "Enrollment and certificates").
 
     Raises EnrollmentError: ENROLL_FAILED for refusals and trust failures, CONFIG for
     contradicting settings, FAILURE for transient trouble (unreachable, 5xx, disk).
@@ -225,7 +225,7 @@ def ensure_identity(cfg, hardware_info):
 
 def renew(cfg, identity):
     """A new key and certificate from ``<base><renewal_endpoint>`` over mTLS, stored with the
-    old pair kept as ``*.prev`` (decisions 10). Raises EnrollmentError; nothing is stored then."""
+    old pair kept as ``*.prev`` (docs/protocol.md, "Enrollment and certificates"). Raises EnrollmentError; nothing is stored then."""
     base = api_base(cfg)
     if urlsplit(base).scheme == "http" and not cfg.allow_insecure_transport:
         raise EnrollmentError(f"refusing to renew over plain HTTP ({base})", exitcodes.CONFIG)
@@ -242,7 +242,7 @@ def renew(cfg, identity):
 
 
 class Renewer:
-    """Renews the certificate once its threshold has passed (protocol.md 4).
+    """Renews the certificate once its threshold has passed (docs/protocol.md, "Enrollment and certificates").
 
     ``get_identity()`` returns the identity in use; ``on_renewed(identity)`` is called
     after each renewal (the connection then reconnects at a quiet moment) and should make
@@ -294,7 +294,7 @@ class Renewer:
         return self.retry_initial
 
     def backoff(self, identity):
-        """Record a failure: equal jitter (decisions 7) doubling from retry_initial to retry_max,
+        """Record a failure: equal jitter (docs/protocol.md, "Connection") doubling from retry_initial to retry_max,
         and at most a quarter of the remaining lifetime so several attempts fit before expiry."""
         delay = self.attempts.next_delay()
         remaining = (identity.not_after - _now()).total_seconds()
@@ -329,7 +329,7 @@ def enroll_main(cfg, join_token_file=None):
 
 def read_join_token(cfg, join_token_file=None):
     """The token from ``join_token_file`` (a path, or "-" for stdin), else from the config
-    or environment (decisions 12: never from a command-line value). Raises EnrollmentError."""
+    or environment (docs/protocol.md, "Enrollment and certificates": never from a command-line value). Raises EnrollmentError."""
     if join_token_file == "-":
         token = sys.stdin.readline().strip()
     elif join_token_file:
@@ -348,7 +348,7 @@ def read_join_token(cfg, join_token_file=None):
 
 
 def _hand_over(cfg):
-    """As root, give CERT_DIR and its files to WORKER_USER (decisions 10)."""
+    """As root, give CERT_DIR and its files to WORKER_USER (docs/protocol.md, "Enrollment and certificates")."""
     if os.geteuid() != 0:
         return
     try:

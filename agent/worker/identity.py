@@ -1,6 +1,6 @@
 """The agent's identity on disk: key, certificate, CA and enrollment.json.
 
-protocol.md 4 and decisions 10. ``CERT_DIR`` (0700) holds ``agent.key`` (0600,
+docs/protocol.md, "Enrollment and certificates". ``CERT_DIR`` (0700) holds ``agent.key`` (0600,
 PKCS#8 Ed25519), ``agent.crt`` and ``ca.crt`` (0644) and ``enrollment.json``
 (server_uid, renewal endpoint and threshold, certificate metadata; never the
 join token). Everything is staged as ``*.new`` files (temp file, fsync,
@@ -82,7 +82,7 @@ class Identity:
         return f"Identity({self.server_uid!r}, serial={self.serial}, not_after={_iso(self.not_after)})"
 
     def sign(self, nonce):
-        """Base64 (padded) Ed25519 signature over the nonce's UTF-8 bytes (protocol.md 3)."""
+        """Base64 (padded) Ed25519 signature over the nonce's UTF-8 bytes (docs/protocol.md, "Connection")."""
         return base64.b64encode(self.key.sign(nonce.encode("utf-8"))).decode("ascii")
 
     def key_pem(self):
@@ -91,7 +91,7 @@ class Identity:
 
     def ssl_context(self, server_ca_file=None):
         """Client TLS context: this certificate and key, TLS >= 1.2, the server verified
-        against ca.crt (plus ``server_ca_file``, decisions 11) and its host name.
+        against ca.crt (plus ``server_ca_file``, docs/protocol.md, "Enrollment and certificates") and its host name.
 
         The pair is loaded from memory, not from CERT_DIR, so an Identity object keeps
         presenting its own certificate after a renewal replaced the files (the devserver
@@ -121,7 +121,7 @@ class Identity:
         return (now or _utcnow()) >= self.not_after
 
     def metadata(self):
-        """enrollment.json's content (decisions 10)."""
+        """enrollment.json's content (docs/protocol.md, "Enrollment and certificates")."""
         return {
             "server_uid": self.server_uid,
             "renewal_endpoint": self.renewal_endpoint,
@@ -146,7 +146,7 @@ def _memory_file(data):
 
 
 def api_base(cfg):
-    """The control plane's HTTP base URL (protocol.md 4): ``API_BASE_URL``, else
+    """The control plane's HTTP base URL (docs/protocol.md, "Enrollment and certificates"): ``API_BASE_URL``, else
     ``WEBSOCKET_URL`` with ws->http, wss->https and the path cut at its first ``/ws/``
     (a path without ``/ws/`` is dropped). Raises EnrollmentError(CONFIG) when neither is set.
     """
@@ -174,7 +174,7 @@ def parse_certificates(pem):
 
 def check_certificate(cert, key, ca_certs, now=None):
     """Raise CertificateInvalid unless ``cert`` matches ``key``, is issued by one of ``ca_certs``
-    (signature verified) and is inside its validity window (decisions 10)."""
+    (signature verified) and is inside its validity window (docs/protocol.md, "Enrollment and certificates")."""
     raw = serialization.Encoding.Raw, serialization.PublicFormat.Raw
     try:
         matches = cert.public_key().public_bytes(*raw) == key.public_key().public_bytes(*raw)
@@ -205,7 +205,7 @@ def renewal_settings(source, current=None):
     (the token is already spent, so refusing here would strand the agent)."""
     endpoint = source.get("renewal_endpoint", current.renewal_endpoint if current else DEFAULT_RENEWAL_ENDPOINT)
     threshold = source.get("renewal_threshold", current.renewal_threshold if current else DEFAULT_RENEWAL_THRESHOLD)
-    # decisions 10: a path beginning with "/" (an absolute URL or "@host" would send the
+    # docs/protocol.md, "Enrollment and certificates": a path beginning with "/" (an absolute URL or "@host" would send the
     # agent's client certificate to another host)
     if not isinstance(endpoint, str) or not endpoint.startswith("/"):
         _log.warning("ignoring renewal_endpoint %r: not a path beginning with /", endpoint)

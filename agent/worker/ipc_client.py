@@ -1,4 +1,4 @@
-"""The worker's client of the supervisor's IPC socket (protocol.md 6, decisions 15).
+"""The worker's client of the supervisor's IPC socket (docs/protocol.md, "Supervisor IPC").
 
 One connection, opened lazily on the first call and again after a loss, with
 exponential backoff between failed attempts (a call inside the backoff window

@@ -1,6 +1,6 @@
 """Append-only JSON-lines journals with batched fsync, and atomic file writes.
 
-Used by the outbox and the call log (decisions 5: fsynced on enqueue, batched,
+Used by the outbox and the call log (docs/protocol.md, "Delivery": fsynced on enqueue, batched,
 at most 50 ms). A torn last line after a crash is ignored on load.
 """
 

@@ -49,7 +49,7 @@ class Link:
             session.send(frame, droppable)
 
     def call_server(self, event, data, timeout=SERVER_CALL_TIMEOUT):
-        """commands.md 4: an agent -> server call; waits for a reconnect within the timeout."""
+        """docs/commands.md, "Agent -> server calls": an agent -> server call; waits for a reconnect within the timeout."""
         if len(self._pending) >= MAX_PENDING_CALLS:
             raise AgentError("unavailable", "call failed: too many pending calls")
         deadline = time.monotonic() + timeout
@@ -172,7 +172,7 @@ class Link:
 
 
 def _reply_data(event, reply):
-    """Top-level success/data/error, or success inside data (commands.md 4)."""
+    """Top-level success/data/error, or success inside data (docs/commands.md, "Agent -> server calls")."""
     success, data, error = reply.get("success"), reply.get("data"), reply.get("error")
     if success is None and isinstance(data, dict) and "success" in data:
         success, error, data = data.get("success"), data.get("error"), data.get("data")

@@ -1,4 +1,4 @@
-"""Durable delivery: the outbox and the call log (protocol.md 5, decisions 5).
+"""Durable delivery: the outbox and the call log (docs/protocol.md, "Delivery").
 
 The :class:`Outbox` keeps responses and status events in order until they
 are written to the socket, bounded in count and bytes; when full it drops the
@@ -103,7 +103,7 @@ class Outbox:
         return True
 
     def full(self):
-        """True when no room is left even after dropping events (decisions 5: refuse calls)."""
+        """True when no room is left even after dropping events (docs/protocol.md, "Delivery": refuse calls)."""
         undroppable = sum(1 for _, d, _ in self._entries.values() if not d)
         return undroppable >= self.max_messages
 

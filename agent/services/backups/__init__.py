@@ -1,5 +1,5 @@
 """Backup operations: upload to the control plane, schedules, retention, storage paths
-(commands.md 2.9.4, 2.9.5)."""
+(docs/commands.md, "Databases")."""
 
 from agent.services.backups.service import BackupsService
 

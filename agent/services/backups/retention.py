@@ -1,4 +1,4 @@
-"""Retention of scheduled backups (commands.md 2.9.5).
+"""Retention of scheduled backups (docs/commands.md, "Databases").
 
 A file is deleted only when all of these hold: its name is ``backup_<ts>[-n].<ext>.<zst|gz>``;
 its sidecar manifest exists, parses and names this ``service_uid`` (and this file);

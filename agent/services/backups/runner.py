@@ -1,6 +1,6 @@
 """How a scheduled backup run gets its place among the service's operations.
 
-commands.md 1.8: scheduled backups are operations ``backup:<backup_uid>`` serialised per
+docs/commands.md, "Operations": scheduled backups are operations ``backup:<backup_uid>`` serialised per
 service, and rule 4: a scheduled run that finds a backup of the same service running or
 queued is skipped. In the worker, :class:`DispatcherRunner` admits the run into the
 dispatcher's own operation table (listed, cancellable, FIFO behind a deploy or restore of
@@ -14,8 +14,8 @@ import time
 from agent.errors import AgentError
 
 COMMAND = "database.backup.scheduled"       # the name operations.list shows
-BASE_COMMAND = "database.backup.create"     # whose OperationSpec (commands.md 1.8) applies
-TIMEOUT = 3600.0                            # commands.md 1.8 default of backups
+BASE_COMMAND = "database.backup.create"     # whose OperationSpec (docs/commands.md, "Operations") applies
+TIMEOUT = 3600.0                            # docs/commands.md, "Operations" default of backups
 
 
 class LocalRunner:

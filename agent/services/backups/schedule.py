@@ -1,8 +1,8 @@
-"""Backup schedules: parsing, next-run evaluation and persistence (commands.md 2.9.5).
+"""Backup schedules: parsing, next-run evaluation and persistence (docs/commands.md, "Databases").
 
 Cron expressions are evaluated by croniter in the schedule's IANA time zone (zoneinfo),
 with 5 fields or one of the ``@`` aliases; ``@every <duration>`` is parsed here and
-anchored at the schedule's creation or last update (decisions 31, 49): its runs fall on
+anchored at the schedule's creation or last update (docs/commands.md, "Databases"): its runs fall on
 ``anchor + k * interval``. A schedule lives in ``STATE_DIR/backup-automation/<uid>.json``
 (0600, written atomically), together with the time of the next run, so that a restart can
 tell a missed run (one catch-up) from an upcoming one.
@@ -37,7 +37,7 @@ class Schedule:
     timezone: str = "UTC"
     storage_path: Optional[str] = None
     retention_days: int = 0
-    anchor: float = field(default_factory=time.time)   # creation / last update (decisions 49)
+    anchor: float = field(default_factory=time.time)   # creation / last update (docs/commands.md, "Databases")
     next_run: Optional[float] = None                   # Unix s of the next due run
     last_run: Optional[float] = None
     last_status: Optional[str] = None
@@ -133,7 +133,7 @@ class ScheduleStore:
 
     def save(self, schedule):
         """Atomic 0600 write. Raises AgentError(failed_precondition) when STATE_DIR is
-        unwritable (decisions 22)."""
+        unwritable (docs/design.md, "Settings and files")."""
         try:
             mf.ensure_dir(self.directory)
             mf.write_json_atomic(self.path(schedule.service_uid), asdict(schedule))

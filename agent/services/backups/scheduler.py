@@ -1,10 +1,10 @@
-"""The backup scheduler loop (commands.md 2.9.5).
+"""The backup scheduler loop (docs/commands.md, "Databases").
 
 One long-lived greenlet (spawned through ``services.spawn``) sleeps until the earliest due
 schedule or until a schedule changes, then hands each due run to ``launch``. A run that was
 due while the agent was down is caught up exactly once, ``catchup_delay`` after start-up
-(at most 5 minutes, commands.md 2.9.5); later runs follow the schedule's rule again
-(decisions 49), so missed slots in between never pile up.
+(at most 5 minutes, docs/commands.md, "Databases"); later runs follow the schedule's rule again
+(docs/commands.md, "Databases"), so missed slots in between never pile up.
 """
 
 import copy
@@ -23,7 +23,7 @@ _log = log.get("backups.scheduler")
 
 
 def scheduled_uid(service_uid):
-    """decisions 30: ``auto-<service_uid>-<uuid4>``."""
+    """docs/commands.md, "Identifiers and values": ``auto-<service_uid>-<uuid4>``."""
     return f"auto-{service_uid}-{uuid.uuid4()}"
 
 
@@ -68,7 +68,7 @@ class Scheduler:
         return copy.copy(schedule) if schedule is not None else None
 
     def update(self, service_uid, enabled, cron_expression, tz_name, storage_path, retention_days):
-        """Replace the schedule (anchored now, decisions 49) and persist it; returns a copy.
+        """Replace the schedule (anchored now, docs/commands.md, "Databases") and persist it; returns a copy.
 
         Raises AgentError: invalid_argument (cron, time zone), failed_precondition
         (STATE_DIR unwritable).

@@ -2,7 +2,7 @@
 
 Handlers reach it as ``ctx.services.backups``; the worker calls :meth:`BackupsService.start`
 to run the scheduler loop. Backups themselves are made by the database service's pipeline
-(commands.md 2.9.2); a scheduled run (2.9.5) adds the copy to ``storage_path`` and
+(docs/commands.md, "Databases"); a scheduled run adds the copy to ``storage_path`` and
 retention, and holds back the pipeline's ``completed`` event until both are done so the
 control plane sees exactly one terminal status per run.
 """

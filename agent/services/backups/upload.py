@@ -1,7 +1,7 @@
-"""``database.backup.download``: upload a backup to the control plane (commands.md 2.9.4).
+"""``database.backup.download``: upload a backup to the control plane (docs/commands.md, "Databases").
 
 ``POST <API base>/api/agent/backups/upload`` as ``multipart/form-data`` over HTTPS with the
-agent's mTLS identity (the control channel's certificate and CA, protocol.md 4). The body
+agent's mTLS identity (the control channel's certificate and CA, docs/protocol.md, "Enrollment and certificates"). The body
 is produced piece by piece from disk with a precomputed ``Content-Length``, so memory is
 constant whatever the backup size (STYLE "Performance habits"). The file's size and
 SHA-256 are re-checked against its manifest first. Network errors and 5xx are retried up
@@ -25,8 +25,8 @@ from agent.services.database import manifest as mf, restore
 from agent.services.database.streams import CHUNK, file_digest, offload
 
 UPLOAD_PATH = "/api/agent/backups/upload"
-RETRIES = 3                     # commands.md 2.9.4
-PROGRESS_INTERVAL = 5.0         # commands.md 2.9.4: at most every 5 s
+RETRIES = 3                     # docs/commands.md, "Databases"
+PROGRESS_INTERVAL = 5.0         # docs/commands.md, "Databases": at most every 5 s
 IO_TIMEOUT = 120.0              # one socket read/write; the operation deadline bounds the rest
 CONTENT_TYPE = {"zstd": "application/zstd", "gzip": "application/gzip"}
 _log = log.get("backups.upload")

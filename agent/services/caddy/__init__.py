@@ -1,4 +1,4 @@
-"""The managed Caddy reverse proxy: domains, TLS, traffic switches (commands.md 2.6)."""
+"""The managed Caddy reverse proxy: domains, TLS, traffic switches (docs/commands.md, "Domains and the proxy")."""
 
 from agent.services.caddy.service import CaddyService
 

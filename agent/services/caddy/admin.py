@@ -1,6 +1,6 @@
-"""Caddy's JSON admin API over its Unix socket (commands.md 2.6.2).
+"""Caddy's JSON admin API over its Unix socket (docs/commands.md, "Domains and the proxy").
 
-The socket lives in ``STATE_DIR/caddy/run`` (decisions 22 and 26); it is never bound to TCP,
+The socket lives in ``STATE_DIR/caddy/run`` (docs/design.md, "Settings and files"; docs/commands.md, "Domains and the proxy"); it is never bound to TCP,
 so nothing on ``pulseup-net`` can reach it. Socket paths are limited to 107 bytes
 (unix(7)); a longer path is reached through ``/proc/self/fd/<dir fd>/<name>``.
 """

@@ -1,4 +1,4 @@
-"""The managed proxy container ``pulseup-caddy`` (commands.md 1.4 and 2.6.2, decisions 26).
+"""The managed proxy container ``pulseup-caddy`` (docs/commands.md, "Docker names and labels" and "Domains and the proxy").
 
 It runs ``CADDY_IMAGE`` as the worker's uid:gid on ``pulseup-net``, publishes
 ``CADDY_HTTP_PORT``/``CADDY_HTTPS_PORT`` on its 80/443, and mounts three directories of

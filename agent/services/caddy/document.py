@@ -1,4 +1,4 @@
-"""The complete Caddy JSON document rendered from the domain records (commands.md 2.6.2).
+"""The complete Caddy JSON document rendered from the domain records (docs/commands.md, "Domains and the proxy").
 
 Pure data: no text templating, no Caddyfile, no free-form directives. Every host name in it
 has passed :func:`agent.services.caddy.domains.normalize_domain`, and every other value is
@@ -6,7 +6,7 @@ an int, a bool or one of a few fixed words, so a record cannot inject configurat
 
 Layout:
 - ``admin``: the Unix socket inside the proxy's ``/run/caddy`` (never TCP), no autosave
-  (decisions 26: the agent re-applies its own state).
+  (docs/commands.md, "Domains and the proxy": the agent re-applies its own state).
 - ``pulseup_https`` (:443): one route per managed domain.
 - ``pulseup_http`` (:80): HTTP->HTTPS redirects of ``force_https`` domains, routes of the
   other domains, then a terminal 404 for unknown hosts (ENVIRONMENT.md: a Host matching no
@@ -89,7 +89,7 @@ def build_document(records, issuer="acme", https_port=443, http_port=80):
     https_routes = [site_route(r, "https", https_suffix) for r in managed]
     http_routes = []
     for record in records:
-        # force_https is treated as false without a managed certificate (commands.md 2.6.2)
+        # force_https is treated as false without a managed certificate (docs/commands.md, "Domains and the proxy")
         if record.get("managed_certificate") and record.get("force_https"):
             http_routes.append(https_redirect_route(record, https_port))
         else:

@@ -1,6 +1,6 @@
 """Domain names, domain records and their state file ``domains.v2.json``.
 
-Validation follows commands.md 2.6.1: trimmed, lowercased, one trailing dot removed; at most
+Validation follows docs/commands.md, "Domains and the proxy": trimmed, lowercased, one trailing dot removed; at most
 253 characters, at least two labels of 1-63 ``[a-z0-9-]`` characters not starting or ending
 with ``-``, a last label that is not all digits. Everything else (wildcards, IP addresses,
 ports, paths, newlines, braces) is refused before it can reach the proxy configuration.
@@ -17,18 +17,18 @@ _LABEL = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _EMAIL_LOCAL = re.compile(r"^[^@\s]{1,64}\Z")
 DEFAULT_EMAIL = "domains@pulseup.io"
 
-# commands.md 2.6: the spellings of redirect_www
+# docs/commands.md, "Domains and the proxy": the spellings of redirect_www
 _REDIRECTS = {"to_www": "to_www", "www": "to_www", "to_root": "to_root", "root": "to_root",
               "no_www": "to_root"}
 
-# DomainInfo keys (commands.md 1.9) kept in the state file; ssl mirrors managed_certificate
+# DomainInfo keys (docs/commands.md, "Shapes") kept in the state file; ssl mirrors managed_certificate
 RECORD_KEYS = ("domain", "service_uid", "upstream_container", "port", "protocol", "force_https",
                "redirect_www", "managed_certificate", "certificate_email", "ssl", "ssl_status",
                "ssl_error", "last_applied", "last_checked")
 
 
 def normalize_domain(value, field="domain"):
-    """The canonical spelling of a host name; raises invalid_argument (commands.md 2.6.1)."""
+    """The canonical spelling of a host name; raises invalid_argument (docs/commands.md, "Domains and the proxy")."""
     if not isinstance(value, str):
         raise invalid(field, "must be a string")
     if any(ord(ch) < 0x20 or ch == "\x7f" for ch in value):   # trimmed of spaces only (issue 17)
@@ -51,7 +51,7 @@ def normalize_domain(value, field="domain"):
 
 
 def redirect_mode(value):
-    """commands.md 2.6: to_www/www, to_root/root/no_www, anything else none."""
+    """docs/commands.md, "Domains and the proxy": to_www/www, to_root/root/no_www, anything else none."""
     if isinstance(value, str):
         return _REDIRECTS.get(value.strip().lower(), "none")
     return "none"
@@ -75,7 +75,7 @@ def host_names(domain, redirect_www):
     """(canonical host, alias host or None) of a domain record.
 
     With ``to_www`` the canonical host is ``www.<apex>`` and the apex redirects to it; with
-    ``to_root`` the reverse. Both names must pass validation (commands.md 2.6.1).
+    ``to_root`` the reverse. Both names must pass validation (docs/commands.md, "Domains and the proxy").
     """
     if redirect_www == "none":
         return domain, None
@@ -125,8 +125,8 @@ class DomainStore:
 
 
 def write_atomic(path, data, mode=0o600):
-    """commands.md 1.5 through agent.fsutil; failed_precondition when the directory is
-    not writable (decisions 22)."""
+    """docs/commands.md, "Paths and files" through agent.fsutil; failed_precondition when the directory is
+    not writable (docs/design.md, "Settings and files")."""
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
         atomic_write(path, data, mode)

@@ -1,6 +1,6 @@
 """The proxy service: domain records, transactional applies, traffic switches, TLS status.
 
-Every change runs as one transaction under the host-wide proxy lock (decisions 26): read
+Every change runs as one transaction under the host-wide proxy lock (docs/commands.md, "Domains and the proxy"): read
 ``domains.v2.json``, change the records in memory, render the whole document, write it to a
 temporary file, ``POST /load`` it through the admin socket, and only on HTTP 200 rename the
 file to ``caddy.json``, refresh the proxy's boot document and commit the state file. Any
@@ -24,7 +24,7 @@ from agent.services.caddy.document import build_document
 from agent.services.caddy.tls import check_certificate
 from agent.services.docker import COMPOSE_PROJECT, NETWORK, labels_of, rfc3339
 
-TLS_CHECK_DELAYS = (30.0, 120.0, 600.0)  # commands.md 2.6: +30 s, +2 min, +10 min
+TLS_CHECK_DELAYS = (30.0, 120.0, 600.0)  # docs/commands.md, "Domains and the proxy": +30 s, +2 min, +10 min
 _APPLIED_KEYS = ("upstream_container", "port", "protocol", "force_https", "redirect_www",
                  "managed_certificate", "certificate_email")
 _log = log.get("caddy")
@@ -146,7 +146,7 @@ class CaddyService:
         return {"domains_removed": domains}
 
     def reapply(self):
-        """Start-up (commands.md 2.6.2): ensure the proxy and load the stored config, when
+        """Start-up (docs/commands.md, "Domains and the proxy"): ensure the proxy and load the stored config, when
         there are domains or a proxy container already exists."""
         with self._lock:
             records = self.store.load()
@@ -229,7 +229,7 @@ class CaddyService:
     # -- TLS status --------------------------------------------------------------------
 
     def check_tls(self, name):
-        """Handshake check of one managed domain (decisions 44); records and emits a
+        """Handshake check of one managed domain (docs/commands.md, "Domains and the proxy"); records and emits a
         change of ``ssl_status``. Returns the updated record, or None if it is gone."""
         record = _find(self.store.load(), name)
         if record is None or not record.get("managed_certificate"):
@@ -319,7 +319,7 @@ def _compose_alias(container):
 
 
 def info(record):
-    """DomainInfo (commands.md 1.9) of a record; ``ssl`` mirrors managed_certificate."""
+    """DomainInfo (docs/commands.md, "Shapes") of a record; ``ssl`` mirrors managed_certificate."""
     data = {key: record.get(key) for key in dom.RECORD_KEYS}
     data["ssl"] = bool(record.get("managed_certificate"))
     data["ssl_status"] = data["ssl_status"] or "pending"

@@ -1,4 +1,4 @@
-"""Certificate status of a managed domain (decisions 44).
+"""Certificate status of a managed domain (docs/commands.md, "Domains and the proxy").
 
 A TLS handshake with SNI against the local proxy's HTTPS port, not through public DNS:
 ``active`` when the served certificate covers the host and verifies against the issuer's

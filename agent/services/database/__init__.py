@@ -1,4 +1,4 @@
-"""Database containers: provisioning, backup, listing and restore (commands.md 2.9)."""
+"""Database containers: provisioning, backup, listing and restore (docs/commands.md, "Databases")."""
 
 from agent.services.database.service import DatabaseService
 

@@ -1,10 +1,10 @@
-"""The backup pipeline of commands.md 2.9.2.
+"""The backup pipeline of docs/commands.md, "Databases"
 
 ``docker exec`` of the engine's own dump tool, stdout and stderr kept apart, stdout
 streamed through zstd (or gzip) into a temporary 0600 file while hashing it, then fsync,
 rename to the final name, fsync the directory and write the manifest sidecar. A dump that
 exits non-zero or prints nothing leaves no file and fails with its stderr tail; stderr
-text alone is a warning kept in the log and the manifest (decisions 46). Memory stays flat:
+text alone is a warning kept in the log and the manifest (docs/commands.md, "Databases"). Memory stays flat:
 at most two 1 MiB batches are alive, one being filled and one being compressed.
 """
 
@@ -22,8 +22,8 @@ from agent.services.database import manifest as mf
 from agent.services.database.dockerio import ExecStream
 from agent.services.database.streams import CHUNK, CompressedFile, disk_error, offload
 
-STDERR_KEEP = 64 * 1024     # commands.md 2.9.2 step 3
-TAIL_BYTES = 4096           # stderr_tail limit (commands.md 1.2)
+STDERR_KEEP = 64 * 1024     # docs/commands.md, "Databases"
+TAIL_BYTES = 4096           # stderr_tail limit (docs/commands.md, "Errors")
 _log = log.get("database.backup")
 
 
@@ -172,7 +172,7 @@ def _dump(ctx, adapter, container, script, sink, progress):
 
 
 def _check_dump(code, stderr, sink, engine):
-    """decisions 46: a non-zero exit or empty output fails; stderr alone is a warning."""
+    """docs/commands.md, "Databases": a non-zero exit or empty output fails; stderr alone is a warning."""
     tail = stderr.text()
     if code != 0:
         first = tail.splitlines()[-1] if tail else "no error output"

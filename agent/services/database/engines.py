@@ -1,10 +1,10 @@
 """Per-engine conventions: images, env variables, ports, probes, dump and restore scripts.
 
-Everything here follows commands.md 2.9.1 (provisioning table) and 2.9.2 (dump and
-restore table). Scripts run as ``sh -c '<script>'`` inside the database container and
+Everything here follows docs/commands.md, "Databases" (provisioning, dump and
+restore). Scripts run as ``sh -c '<script>'`` inside the database container and
 reference credentials only through the container's own environment variables, so no
 secret is part of an exec request, a log line or an event. Database names are validated
-(commands.md 1.3) before :func:`quote` puts them into a script.
+(docs/commands.md, "Identifiers and values") before :func:`quote` puts them into a script.
 """
 
 import re
@@ -23,7 +23,7 @@ _PG_PROBE = ('PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_US
              '-d "$POSTGRES_DB" -tAc "SELECT 1"')
 _PG_VERSION = ('PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_USER" '
                '-d "$POSTGRES_DB" -tAc "SHOW server_version"')
-# mariadb images ship `mariadb`, older and mysql images only `mysql` (commands.md 2.9.2).
+# mariadb images ship `mariadb`, older and mysql images only `mysql` (docs/commands.md, "Databases").
 _MY_CLIENT = "if command -v mariadb >/dev/null 2>&1; then c=mariadb; else c=mysql; fi; "
 _MY_DUMPER = "if command -v mariadb-dump >/dev/null 2>&1; then d=mariadb-dump; else d=mysqldump; fi; "
 _REDIS_CLI = 'REDISCLI_AUTH="$REDIS_PASSWORD" redis-cli --no-auth-warning -h 127.0.0.1 '
@@ -46,10 +46,10 @@ def _mongo_tool(command):
 def _mongosh(expression):
     return f"mongosh --quiet --host 127.0.0.1 --eval '{_MONGOSH_AUTH}print({expression})'"
 
-# format name -> file extension (commands.md 1.7, "Backup format")
+# format name -> file extension (docs/commands.md, "Databases", backup formats)
 FORMAT_EXT = {"pg_custom": "dump", "pg_plain": "sql", "mysql_sql": "sql",
               "redis_rdb": "rdb", "mongo_archive": "archive"}
-# BackupEntry.type by engine (commands.md 1.9)
+# BackupEntry.type by engine (docs/commands.md, "Shapes")
 ENTRY_TYPE = {"postgresql": "sql", "mysql": "sql", "mariadb": "sql", "redis": "redis",
               "mongodb": "mongodb"}
 
@@ -86,7 +86,7 @@ class Engine:
         return {"redis": "redis_rdb", "mongodb": "mongo_archive"}.get(self.name, "mysql_sql")
 
     def dump_script(self, database, fmt, backup_uid):
-        """The dump command of commands.md 2.9.2; its stdout is the backup."""
+        """The dump command of docs/commands.md, "Databases"; its stdout is the backup."""
         db = quote(database)
         if self.name == "postgresql":
             tail = "--format=plain --clean --if-exists" if fmt == "pg_plain" else "--format=custom --compress=0"
@@ -100,7 +100,7 @@ class Engine:
         return _mongo_tool(f"mongodump --archive --db={db}")
 
     def restore_script(self, database, fmt):
-        """The restore command of commands.md 2.9.2, reading the dump on stdin (not redis)."""
+        """The restore command of docs/commands.md, "Databases", reading the dump on stdin (not redis)."""
         db = quote(database)
         if self.name == "postgresql":
             if fmt == "pg_plain":
@@ -120,7 +120,7 @@ class Engine:
 
 
 def _redis_dump(backup_uid):
-    # redis-cli --rdb reports progress on stdout; keep it only for a failure (decisions 46:
+    # redis-cli --rdb reports progress on stdout; keep it only for a failure (docs/commands.md, "Databases":
     # stderr text alone is a warning). The temporary file is removed whatever happens.
     tmp = quote(f"/tmp/pulseup-{backup_uid}.rdb")
     return (f"out=$({_REDIS_CLI}--rdb {tmp} 2>&1); rc=$?; "

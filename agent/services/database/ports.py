@@ -1,4 +1,4 @@
-"""Host port choice for database containers (commands.md 2.9.1, decisions 42).
+"""Host port choice for database containers (docs/commands.md, "Databases" and "Deployments", ports).
 
 A port is taken when any container publishes it (running containers show it in their
 ``Ports``, stopped ones keep it in ``HostConfig.PortBindings`` and will claim it again on
@@ -39,7 +39,7 @@ def _bound_ports(adapter, container_id):
 
 
 def host_port_free(address, port):
-    """Whether a TCP bind on (address, port) succeeds right now (decisions 42)."""
+    """Whether a TCP bind on (address, port) succeeds right now (docs/commands.md, "Deployments")."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         # SO_REUSEADDR as docker-proxy (Go) uses it: TIME_WAIT leftovers do not count.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -1,4 +1,4 @@
-"""``database.deploy``: provisioning of commands.md 2.9.1.
+"""``database.deploy``: provisioning of docs/commands.md, "Databases"
 
 Volume ``pulseup-db-vol-<uid>`` -> host port -> image (never pulled with
 ``DB_IMAGE_PULL=never``) -> container ``pulseup-db-<uid>`` on ``pulseup-net`` -> start ->

@@ -1,4 +1,4 @@
-"""``database.backup.restore``: commands.md 2.9.3.
+"""``database.backup.restore``: docs/commands.md, "Databases"
 
 The file must resolve inside the service's backup directory, its manifest must match the
 container's engine, and its size and SHA-256 are checked before anything else happens.

@@ -28,7 +28,7 @@ def offload(func, *args):
 
 
 def disk_error(exc, directory):
-    """AgentError for an OSError writing into ``directory`` (decisions 22)."""
+    """AgentError for an OSError writing into ``directory`` (docs/design.md, "Settings and files")."""
     if exc.errno in _NO_SPACE:
         return AgentError("failed_precondition", f"backup directory {directory}: no space left on device")
     if exc.errno in _NO_ACCESS:

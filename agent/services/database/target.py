@@ -62,7 +62,7 @@ class DatabaseTarget:
         return [v for k, v in container_env(self.info).items() if "PASSWORD" in k.upper() and v]
 
     def server_version(self, adapter):
-        """The version the server reports itself (commands.md 2.9.2 step 5), "" if it will not say."""
+        """The version the server reports itself (docs/commands.md, "Databases"), "" if it will not say."""
         try:
             code, out, err = adapter.run(self.name, self.engine.version, timeout=30)
         except AgentError as exc:

@@ -1,4 +1,4 @@
-"""App delivery: deployments, installs, rollbacks and deployment logs (commands.md 2.5, 2.7).
+"""App delivery: deployments, installs, rollbacks and deployment logs (docs/commands.md, "Deployments" and "Logs and stats").
 
 :class:`DeployService` is what the handlers call; the work happens in the modules of this
 package: ``pipeline`` (service.app.deploy), ``swap`` and ``gate`` (container swap and
@@ -36,7 +36,7 @@ class DeployService:
     # -- commands -----------------------------------------------------------------------
 
     def deploy(self, ctx, request):
-        """Run the pipeline of commands.md 2.5.2 and return the reply data."""
+        """Run the pipeline of docs/commands.md, "Deployments" and return the reply data."""
         uid, dep = request["service_uid"], request["deployment_uid"]
         self._running[dep] = self._known[dep] = uid
         journal = PhaseLog.for_call(ctx, "deploy", f"deploy:{dep}", uid, deployment_uid=dep)
@@ -49,7 +49,7 @@ class DeployService:
 
     def install(self, ctx, request):
         """Fetch the source, choose the build method and store the build plan; builds
-        nothing (commands.md 2.5). A failure also reports the service ``failed``."""
+        nothing (docs/commands.md, "Deployments"). A failure also reports the service ``failed``."""
         uid = request["service_uid"]
         try:
             repo_url, token = req.resolve_repo(ctx, request, self.services.git.normalize_url)
@@ -73,7 +73,7 @@ class DeployService:
                 "build_method": method.kind}
 
     def rollback(self, ctx, request):
-        """commands.md 2.5.6; compose services are refused with failed_precondition."""
+        """docs/commands.md, "Deployments"; compose services are refused with failed_precondition."""
         plan = self.history.load_plan(request["service_uid"]) or {}
         if plan.get("build_method") == "docker-compose":
             raise AgentError("failed_precondition", "rollback is not supported for docker-compose services")
@@ -119,7 +119,7 @@ class DeployService:
 
     def on_service_delete(self, service_uid, options):
         """service.delete takes part here: a compose project goes ``down --remove-orphans``
-        (``--volumes`` only with ``delete_volumes``, commands.md 2.8)."""
+        (``--volumes`` only with ``delete_volumes``, docs/commands.md, "Lifecycle")."""
         plan = self.history.load_plan(service_uid) or {}
         compose = plan.get("compose") if plan.get("build_method") == methods.COMPOSE else None
         if not isinstance(compose, dict) or not compose.get("project"):

@@ -1,4 +1,4 @@
-"""The Docker Compose method inside the deployment pipeline (commands.md 2.5.5, decisions 27).
+"""The Docker Compose method inside the deployment pipeline (docs/compose.md).
 
 Project ``pulseup-<uid>`` (or ``docker_compose_project_name``); the agent's override file
 (labels, ports, env, ``pulseup-net`` with the alias ``<project>-<service>`` of the selected
@@ -55,7 +55,7 @@ class ComposeDeployment:
         env = container_env(self.env, self.mappings)
         override = self.services.compose.write_override(plan, pipe.uid, pipe.deployment_uid, self.mappings, env)
         try:
-            # compose builds the images it needs: the build slot pool covers it (commands.md 1.8 item 6)
+            # compose builds the images it needs: the build slot pool covers it (docs/commands.md, "Operations")
             with self.services.build.slot(pipe.ctx, on_wait=lambda: pipe.report.progress(
                     "queued", "waiting for a build slot")):
                 pipe.report.progress("deploy", f"bringing up compose project {plan.project}")
@@ -70,7 +70,7 @@ class ComposeDeployment:
 
     def _switch(self, upstream):
         """Re-point the service's domains to the selected service's alias; from here on the
-        deployment completes (point of no return, commands.md 2.5)."""
+        deployment completes (point of no return, docs/commands.md, "Deployments")."""
         pipe = self.pipeline
         pipe.ctx.check()
         pipe.ctx.point_of_no_return()

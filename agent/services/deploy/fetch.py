@@ -1,4 +1,4 @@
-"""``service.deploy.logs.fetch`` (commands.md 2.7): the tail of a deployment's logs, its steps and
+"""``service.deploy.logs.fetch`` (docs/commands.md, "Logs and stats"): the tail of a deployment's logs, its steps and
 the output of the container it created, within the 512 KiB frame limit.
 
 Files are read backwards in blocks from their end, so a large log never sits whole in memory;

@@ -1,4 +1,4 @@
-"""The readiness gate of a new app container (commands.md 2.5.3).
+"""The readiness gate of a new app container (docs/commands.md, "Deployments").
 
 Probed every second until ``health_timeout_seconds`` (and never past the call's deadline):
 Docker health when the image declares a HEALTHCHECK, else a TCP connect (plus an HTTP GET of

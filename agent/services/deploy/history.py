@@ -1,4 +1,4 @@
-"""Build history and build plans under ``DEPLOYMENT_DIR/<service_uid>/`` (commands.md 1.5, 2.5.2).
+"""Build history and build plans under ``DEPLOYMENT_DIR/<service_uid>/`` (docs/commands.md, "Paths and files" and "Deployments").
 
 ``build_history.json`` keeps the last 10 successful builds, newest first; an older entry
 with the same image is replaced. ``build_plan.json`` caches what ``service.app.install``

@@ -1,4 +1,4 @@
-"""App image names and the pruning of a service's commit-tagged images (commands.md 1.4, 2.5.2 item 8)."""
+"""App image names and the pruning of a service's commit-tagged images (docs/commands.md, "Docker names and labels" and "Deployments")."""
 
 import hashlib
 import re
@@ -11,9 +11,9 @@ _COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*\Z")
 
 
 def image_uid(service_uid):
-    """``<image_uid>`` of commands.md 1.4: the uid itself when ``pulseup-app-<uid>`` is a valid
+    """``<image_uid>`` of docs/commands.md, "Docker names and labels": the uid itself when ``pulseup-app-<uid>`` is a valid
     repository; else lowercased, separator runs collapsed to ``-``, trailing separators
-    stripped, plus a short hash of the original uid (decisions 30) so two uids cannot collide."""
+    stripped, plus a short hash of the original uid (docs/commands.md, "Docker names and labels") so two uids cannot collide."""
     if _COMPONENT.match(f"pulseup-app-{service_uid}"):
         return service_uid
     text = re.sub(r"[._-]{2,}|[._]-|-[._]", "-", service_uid.lower())

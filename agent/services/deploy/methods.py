@@ -1,5 +1,5 @@
-"""Choosing and preparing the build method of a deployment or install (commands.md 2.5.2 items
-4 and 6, 2.5.5, decisions 27 and 29).
+"""Choosing and preparing the build method of a deployment or install (docs/commands.md, "Deployments";
+docs/compose.md).
 
 The method is ``service.deployment_method`` when given; otherwise a file
 ``<base_directory>/<dockerfile_path>`` selects ``dockerfile``; otherwise the Nixpacks plan
@@ -55,7 +55,7 @@ def choose(services, request, clone_path, on_line=None):
 
 def find_dockerfile(clone_path, context_dir, name):
     """``name`` relative to ``context_dir`` when that file exists; only the clone bounds it
-    (commands.md 2.5.1 ``dockerfile_path``). Raises invalid_argument when it leaves the clone."""
+    (docs/commands.md, `service.app.deploy` ``dockerfile_path``). Raises invalid_argument when it leaves the clone."""
     relative = os.path.relpath(os.path.join(context_dir, name), os.path.realpath(clone_path))
     path = req.resolve_inside(clone_path, relative, "service.dockerfile_path")
     if not os.path.isfile(path):
@@ -64,14 +64,14 @@ def find_dockerfile(clone_path, context_dir, name):
 
 
 def commands(request):
-    """install/build/start commands: the ``service`` keys take precedence (2.5.1)."""
+    """install/build/start commands: the ``service`` keys take precedence (docs/commands.md, `service.app.deploy`)."""
     service = request.get("service") or {}
     return {key: service.get(key) or request.get(key) for key in COMMAND_KEYS
             if service.get(key) or request.get(key)}
 
 
 def compose_options(request):
-    """The compose keys of ``service`` with their defaults (2.5.1)."""
+    """The compose keys of ``service`` with their defaults (docs/commands.md, `service.app.deploy`)."""
     service = request.get("service") or {}
     return {"compose_file": service.get("docker_compose_path") or "docker-compose.yml",
             "project": service.get("docker_compose_project_name"),
@@ -88,7 +88,7 @@ def plan_compose(services, service_uid, request, method, clone_path, needs_targe
 
 
 def plan_record(method, source, repo_url, compose_plan=None):
-    """What ``build_plan.json`` keeps (commands.md 1.5): the method and how to build it."""
+    """What ``build_plan.json`` keeps (docs/commands.md, "Paths and files"): the method and how to build it."""
     record = {"build_method": method.kind, "repo_url": repo_url, "branch": source.get("branch"),
               "commit_sha": source["commit_sha"],
               "base_directory": os.path.relpath(method.context_dir, os.path.realpath(source["clone_path"]))}
@@ -103,7 +103,7 @@ def plan_record(method, source, repo_url, compose_plan=None):
 
 
 def report_nixpacks(ctx, service_uid, method, source, stored_plan):
-    """``update_nixpacks_config`` on the first clone of a Nixpacks service (2.5.2 item 4): the
+    """``update_nixpacks_config`` on the first clone of a Nixpacks service (docs/commands.md, "Deployments"): the
     work tree was cloned now, or no Nixpacks plan was stored for the service before."""
     if method.kind != NIXPACKS:
         return False

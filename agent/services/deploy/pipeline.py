@@ -1,4 +1,4 @@
-"""The deployment pipeline of ``service.app.deploy`` (commands.md 2.5.2).
+"""The deployment pipeline of ``service.app.deploy`` (docs/commands.md, "Deployments").
 
 initialize -> fetch_source -> build_image (in a build slot; ``docker build`` or ``nixpacks
 build``) -> deploy_container -> health_check -> switch_traffic -> cleanup. The compose method
@@ -150,7 +150,7 @@ class DeployPipeline:
         with build.slot(self.ctx, on_wait=lambda: self.report.progress("queued", "waiting for a build slot")):
             self.report.progress("build", f"building {image_ref}")
             if method.kind == methods.NIXPACKS:
-                # the plan's variables: the env plus PORT (2.5.2 item 6, "ports and env")
+                # the plan's variables: the env plus PORT (docs/commands.md, "Deployments")
                 variables = container_env(env, req.port_mappings(self.request))
                 self.services.nixpacks.build(method.context_dir, method.nixpacks_plan, tags, variables,
                                              self.dlog.build, self.ctx)

@@ -1,4 +1,4 @@
-"""Resolving what a deployment needs from its request and the control plane (commands.md 2.5.1, 4).
+"""Resolving what a deployment needs from its request and the control plane (docs/commands.md, `service.app.deploy` and "Agent -> server calls").
 
 Pure functions over already-validated request dicts, plus the two agent -> server calls:
 ``get_github_repo`` (repository and token when the request has no ``github_repo`` key) and
@@ -54,7 +54,7 @@ def resolve_inside(root, relative, field):
 
 
 def dockerfile_paths(root):
-    """Relative paths of files whose name contains ``dockerfile`` (2.5.2 item 4).
+    """Relative paths of files whose name contains ``dockerfile`` (docs/commands.md, "Deployments").
 
     A name that is not UTF-8 (Python reads it as lone surrogates) cannot travel in a frame
     nor be chosen by the control plane: it is skipped (docs/protocol.md, "Strings").
@@ -103,7 +103,7 @@ def resolve_env(ctx, request):
 
 
 def fetch_env(ctx, service_uid):
-    """``get_service_env_vars`` (commands.md 4): strings kept, numbers/booleans converted,
+    """``get_service_env_vars`` (docs/commands.md, "Agent -> server calls"): strings kept, numbers/booleans converted,
     nulls skipped; objects, arrays or an ``error``-only reply -> unavailable."""
     reply = _call(ctx, "get_service_env_vars", {"service_uid": service_uid})
     if set(reply) == {"error"}:

@@ -1,4 +1,4 @@
-"""``service.deploy.rollback`` (commands.md 2.5.6): a previous image of the build history through
+"""``service.deploy.rollback`` (docs/commands.md, "Deployments"): a previous image of the build history through
 the same gated swap as a deployment, with a new version number and the target's labels.
 
 Target: the entry with the requested ``deployment_uid``; else ``target_version`` (exact image

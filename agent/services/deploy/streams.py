@@ -1,4 +1,4 @@
-"""Deployment log streams: ``deployment_log_chunk`` events from byte offsets (commands.md 2.7).
+"""Deployment log streams: ``deployment_log_chunk`` events from byte offsets (docs/commands.md, "Logs and stats").
 
 One greenlet per stream (owned by ``services.spawn``) tails ``<deployment_uid>_build.log`` and
 ``_deploy.log`` every interval. Each event carries at most 64 KiB, cut at a line boundary where
@@ -134,7 +134,7 @@ class DeployLogStream:
         except OSError:
             size = 0
         offset, reset = self.offsets[kind], False
-        if size < offset:                       # truncated or replaced: start again (2.7)
+        if size < offset:                       # truncated or replaced: start again (docs/commands.md, "Logs and stats")
             offset, reset = 0, True
             self.offsets[kind] = 0
         if size == offset:

@@ -1,4 +1,4 @@
-"""Creating the new app container and swapping it in (commands.md 1.4, 2.5.3).
+"""Creating the new app container and swapping it in (docs/commands.md, "Docker names and labels" and "Deployments").
 
 ``blue_green`` (nothing published on the host): candidate started next to the active
 container -> gate -> rename -> switch traffic -> drain -> stop and remove the previous one.
@@ -50,12 +50,12 @@ class Release:
 
 
 def container_name(service_uid, version, candidate=False):
-    """commands.md 1.4: ``pulseup-app-<uid>-v<NNNN>`` (4 digits, unpadded above 9999)."""
+    """docs/commands.md, "Docker names and labels": ``pulseup-app-<uid>-v<NNNN>`` (4 digits, unpadded above 9999)."""
     return f"pulseup-app-{service_uid}-v{version:04d}" + (CANDIDATE_SUFFIX if candidate else "")
 
 
 def container_env(env, port_mappings):
-    """The container's env: reserved keys (``PORT``, ``PULSEUP_*``) recomputed (2.5.1, 2.5.2 item 5);
+    """The container's env: reserved keys (``PORT``, ``PULSEUP_*``) recomputed (docs/commands.md, "Deployments");
     ``PULSEUP_PORT_MAPPINGS`` is consumed by the agent and not passed on."""
     result = {k: v for k, v in env.items() if k != "PORT" and not k.startswith("PULSEUP_")}
     if port_mappings:
@@ -72,7 +72,7 @@ class Swap:
     """One gated swap. ``run()`` returns the result dict; raises health_check_failed, the
     traffic switch's error, unavailable, cancelled, deadline_exceeded."""
 
-    stop_grace = 30          # seconds before SIGKILL (2.5.3); a class attribute so tests can shrink it
+    stop_grace = 30          # seconds before SIGKILL (docs/commands.md, "Deployments"); a class attribute so tests can shrink it
 
     def __init__(self, services, release, steps, ctx=None, progress=None, journal=None):
         self.services = services
@@ -207,7 +207,7 @@ class Swap:
         self.steps.finish("health_check")
 
     def _promote(self):
-        """Rename the candidate and switch traffic: the point of no return (2.5.2)."""
+        """Rename the candidate and switch traffic: the point of no return (docs/commands.md, "Deployments")."""
         final = container_name(self.release.service_uid, self.version)
         if self.ctx is not None:
             self.ctx.check()
@@ -251,7 +251,7 @@ class Swap:
     # -- helpers ------------------------------------------------------------------------
 
     def _check_ports(self, own_containers):
-        """decisions 42: a host port published by another container or held by any process
+        """docs/commands.md, "Deployments": a host port published by another container or held by any process
         is ``conflict``; checked before the previous version is stopped."""
         own = {c.id for c in own_containers}
         wanted = {m["external"] for m in self.release.port_mappings if m["external"] > 0}
@@ -316,7 +316,7 @@ class Swap:
             self._remove_quietly(self.container, "deploy_container")
 
     def _remove_quietly(self, container, step_id, stop=False):
-        """Stop (30 s grace) and remove; a failure here is only a warning (2.5.3)."""
+        """Stop (30 s grace) and remove; a failure here is only a warning (docs/commands.md, "Deployments")."""
         self.docker.mark_expected(container.id)
         try:
             with translate(f"remove {container.name}"):
