@@ -95,6 +95,8 @@ def banner(server, token):
         "CA_FILE=%s" % server.ca_file,
         "ADMIN_TOKEN_FILE=%s" % os.path.join(server.data_dir, "admin.token"),
         "",
+        "Web console: %s/ (log in with the token in ADMIN_TOKEN_FILE)" % server.url.rstrip("/"),
+        "",
         "Start an agent against it:",
         "  %s pulseup-agent worker" % env,
     ])
