@@ -1,4 +1,4 @@
-"""The one way the worker runs a program (STYLE habit 17).
+"""The one way the worker runs a program (docs/design.md, "Habits").
 
 Every child gets an argument list (never a shell), a minimal environment built by
 :func:`environment` (never the worker's own: it holds tokens and passwords), its own process

@@ -1,4 +1,4 @@
-"""The explicit command registry (locust's ``register_message``, STYLE 9).
+"""The explicit command registry (locust's ``register_message``, docs/design.md, "Habits").
 
 A command is a name, a thin handler function ``func(ctx, request) -> dict``,
 the marshmallow schema its request is validated with before any greenlet is

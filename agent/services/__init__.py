@@ -3,7 +3,7 @@
 Handlers reach services as ``ctx.services.docker`` and so on. Heavy imports
 (docker, git) happen on first use so the supervisor and light commands stay
 small. Background loops of services (samplers, watchers) are spawned through
-:meth:`Services.spawn` so they have one owner (STYLE: every greenlet has an
+:meth:`Services.spawn` so they have one owner (docs/design.md, "Habits": every greenlet has an
 owner) and are stopped with the worker.
 """
 

@@ -5,7 +5,7 @@ owned by ``services.spawn``: an attach loop that follows the service's *active* 
 (re-attaching after a restart or a swap) and a ticker that flushes batched lines every
 250 ms and ends the stream on its limits. Lines are batched into events of one output
 stream each (at most 64 KiB of text); a full batch is flushed by the reader itself, so
-memory stays bounded whatever the log rate (STYLE: batch log lines into frames).
+memory stays bounded whatever the log rate (docs/design.md, "Habits": batch log lines into frames).
 """
 
 import time

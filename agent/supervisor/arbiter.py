@@ -3,7 +3,7 @@
 The child is a fresh interpreter started as WORKER_USER with ``user=``,
 ``group=`` and an explicit ``extra_groups`` (without it root's supplementary
 groups are kept: CPython gh-94632) and umask 027. Signal handlers only put an
-event on the queue (STYLE 2); the loop acts:
+event on the queue (docs/design.md, "Habits"); the loop acts:
 
 - a worker exit with a code in ``exitcodes.NO_RESTART`` ends the arbiter with that code;
 - other exits restart it after an exponential backoff; a worker that dies
@@ -144,7 +144,7 @@ class Arbiter:
         return None
 
     def stop_worker(self):
-        """TERM, wait graceful_timeout + margin, then KILL (STYLE 3)."""
+        """TERM, wait graceful_timeout + margin, then KILL (docs/design.md, "Habits")."""
         proc, self.proc = self.proc, None
         if proc is None or proc.poll() is not None:
             return

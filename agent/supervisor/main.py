@@ -107,7 +107,7 @@ def wait_for_signal(signums):
 
 
 def _record_only(signum, frame):
-    pass   # the wakeup pipe carries the signal (STYLE: handlers only record)
+    pass   # the wakeup pipe carries the signal (docs/design.md, "Habits": handlers only record)
 
 
 def run_main(cfg, config_file=None, in_process=None, worker_argv=None, seam=None, **arbiter_options):

@@ -7,7 +7,7 @@ are pipelined; a reader greenlet per connection, owned by the client's group,
 routes replies to waiting callers by id. The call's timeout is sent along as
 how long this call waits (a package run outlives it: docs/operations.md).
 
-IPC refusals become AgentError codes at this boundary (STYLE 8).
+IPC refusals become AgentError codes at this boundary (docs/design.md, "Habits").
 """
 
 import time

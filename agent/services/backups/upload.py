@@ -3,7 +3,7 @@
 ``POST <API base>/api/agent/backups/upload`` as ``multipart/form-data`` over HTTPS with the
 agent's mTLS identity (the control channel's certificate and CA, docs/protocol.md, "Enrollment and certificates"). The body
 is produced piece by piece from disk with a precomputed ``Content-Length``, so memory is
-constant whatever the backup size (STYLE "Performance habits"). The file's size and
+constant whatever the backup size (docs/design.md, "Habits"). The file's size and
 SHA-256 are re-checked against its manifest first. Network errors and 5xx are retried up
 to 3 times with exponential back-off; a 4xx fails at once. ``backup_download_status``
 reports ``uploading`` (then bytes at most every 5 s) and ``upload_completed`` /

@@ -1,4 +1,4 @@
-"""The database service: the one object handlers talk to (STYLE: plain classes per system)."""
+"""The database service: the one object handlers talk to (docs/design.md, "Habits": plain classes per system)."""
 
 import os
 

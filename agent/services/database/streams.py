@@ -15,7 +15,7 @@ import gevent
 
 from agent.errors import AgentError
 
-ZSTD_LEVEL = 3      # STYLE.md "Performance habits": ~5x faster than gzip -6, smaller
+ZSTD_LEVEL = 3      # docs/design.md, "Habits": ~5x faster than gzip -6, smaller
 GZIP_LEVEL = 6
 CHUNK = 1 << 20
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
