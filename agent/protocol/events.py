@@ -17,7 +17,7 @@ event fails (docs/protocol.md, "Outbound events").
 import os
 from dataclasses import dataclass
 
-from marshmallow import RAISE, INCLUDE, Schema, fields, validate
+from marshmallow import RAISE, Schema, fields, validate
 
 from agent import log
 from agent.protocol import envelope
@@ -64,10 +64,21 @@ PHASES = ("queued", "fetch_source", "build", "deploy", "health_check", "switch_t
 
 
 class RegisterHardwareInfo(_Data):
-    class Meta:
-        unknown = INCLUDE           # the HardwareInfo object, whose parts vary by host
-
     hostname = _str(required=True)
+    default_name = _str(required=True)
+    ip_address = _str(required=True)                    # public IP or "unknown"
+    private_ip = _str(required=True)
+    cpu_model = _str(required=True)
+    cpu_arch = _str(required=True)
+    cpu_cores = _int(required=True)                     # physical
+    cpu_count = _int(required=True)                     # logical
+    ram_gb = StrictNumber(required=True)
+    storage_gb = StrictNumber(required=True)
+    os_name = _str(required=True)
+    os_version = _str(required=True)
+    kernel_version = _str(required=True)
+    metadata = fields.Dict(required=True)               # the HardwareInfo object plus default_name
+    collected_at = _str(required=True)                  # RFC 3339
 
 
 class UpdateServiceStatus(_Data):

@@ -12,7 +12,7 @@ from tests.unit.fakes import Harness
 AGENT = pathlib.Path(__file__).resolve().parents[2] / "agent"
 # emit("name", ...), event_frame("name", ...), and the (name, data) tuples of queued and
 # recovery events: return "name", {...} / ("name", {...})
-EMITTED = re.compile(r'(?:(?:emit|event_frame)\(\s*"([a-z]+(?:_[a-z]+)+)",'
+EMITTED = re.compile(r'(?:(?:emit|event_frame|prepare)\(\s*"([a-z]+(?:_[a-z]+)+)",'
                      r'|(?:return\s+|\(\s*)"([a-z]+(?:_[a-z]+)+)",\s*\{)')
 # the events the spec reserves and the agent never sends (docs/protocol.md, "Outbound events")
 RESERVED = {"service_status_update", "pending_installations"}
@@ -149,4 +149,5 @@ def test_hardware_event_conforms(tmp_path):
     from agent.services.system import SystemService
     from tests.unit.fakes import make_config
     info = SystemService(make_config(tmp_path)).hardware_info()
-    assert events.problems("register_hardware_info", info) is None
+    assert events.problems("register_hardware_info", SystemService.register_payload(info)) is None
+    assert events.problems("register_hardware_info", info) is not None     # the nested form is not the event
