@@ -27,8 +27,8 @@ class CallContext:
         self.secrets = []
 
     def emit(self, event, data, durable=True):
-        """Push an event to the control plane; ``durable`` ones wait in the outbox
-        while disconnected, others (log chunks, live stats) are dropped then."""
+        """Push an event to the control plane. Its schema and whether it waits in the outbox
+        while disconnected come from agent/protocol/events.py; ``durable`` is ignored."""
         events.check_if_strict(event, data)    # tests: a fake emit target sees checked events
         if self._emit is not None:
             self._emit(event, data, durable)
