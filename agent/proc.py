@@ -10,16 +10,15 @@ Both block the calling greenlet only: the worker runs under gevent's monkey patc
 ``subprocess`` waits cooperatively. If the caller's greenlet is killed (a cancelled or expired
 operation), the ``finally`` stops the group before the exception goes on.
 
-The supervisor does not use this module: it runs its few programs through its syscall seam
-(``agent/supervisor/seam.py``) and stays free of gevent.
+The supervisor does not run programs with this module: it runs its few programs through its
+syscall seam (``agent/supervisor/seam.py``), which takes :data:`CHILD_PATH` from here. gevent is
+imported at first use, so that import loads no gevent into the supervisor.
 """
 
 import os
 import signal
 import subprocess
 from typing import NamedTuple
-
-import gevent.pool
 
 from agent.errors import AgentError
 
@@ -84,7 +83,7 @@ def run(argv, env, timeout=None, cwd=None, max_output=OUTPUT_CAP, on_cancel=None
     process = start(argv, env, cwd)
     if on_cancel is not None:
         on_cancel(lambda: signal_group(process, signal.SIGTERM))
-    readers = gevent.pool.Group()
+    readers = _group()
     try:
         out = readers.spawn(_read_capped, process.stdout, max_output)
         err = readers.spawn(_read_capped, process.stderr, max_output)
@@ -101,7 +100,7 @@ def stream(argv, env, on_line, cwd=None, timeout=None, on_cancel=None, what=None
     process = start(argv, env, cwd)
     if on_cancel is not None:
         on_cancel(lambda: signal_group(process, signal.SIGTERM))
-    readers = gevent.pool.Group()
+    readers = _group()
     try:
         readers.spawn(_pump, process.stdout, on_line, False)
         readers.spawn(_pump, process.stderr, on_line, True)
@@ -110,6 +109,11 @@ def stream(argv, env, on_line, cwd=None, timeout=None, on_cancel=None, what=None
         return code
     finally:
         _finish(process, readers, grace)
+
+
+def _group():
+    import gevent.pool     # at use: the supervisor imports this module for CHILD_PATH only
+    return gevent.pool.Group()
 
 
 def _wait(process, timeout, what):

@@ -3,6 +3,8 @@ group stopped on deadline and cancel)."""
 
 import os
 import signal
+import subprocess
+import sys
 
 import gevent
 import psutil
@@ -98,3 +100,11 @@ def test_a_missing_program_raises_file_not_found():
         proc.run(["/nonexistent/tool"], {"PATH": "/usr/bin:/bin"})
     with pytest.raises(FileNotFoundError):
         proc.stream(["/nonexistent/tool"], {"PATH": "/usr/bin:/bin"}, lambda *_: None)
+
+
+def test_importing_the_module_loads_no_gevent():
+    # the supervisor's seam takes CHILD_PATH from agent.proc and must stay free of gevent (issue 19)
+    code = "import sys, agent.proc; print(sorted(m for m in sys.modules if m.split('.')[0] in ('gevent', 'greenlet')))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
