@@ -9,7 +9,7 @@ the file is pinned against retention instead), and ``ctx.services.backups`` does
 from marshmallow import validate
 
 from agent.handlers.database import BackupUid
-from agent.handlers.registry import OperationSpec
+from agent.handlers.operations_table import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, printable
 
 _PATH = printable(1, 4096)
@@ -59,8 +59,7 @@ def storage_verify(ctx, request):
 
 
 def register(registry):
-    registry.add("database.backup.download", download, DownloadSchema(), OperationSpec(
-        "upload", lambda r: f"upload:{r['backup_uid']}", 3600, 86400))
+    registry.add("database.backup.download", download, DownloadSchema(), spec("database.backup.download"))
     registry.add("database.backup.automation.update", automation_update, AutomationUpdateSchema())
     registry.add("database.backup.automation.get", automation_get, ServiceSchema())
     registry.add("database.backup.storage.verify", storage_verify, StorageVerifySchema())

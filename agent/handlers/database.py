@@ -9,7 +9,7 @@ import re
 
 from marshmallow import ValidationError, validate, validates_schema
 
-from agent.handlers.registry import OperationSpec, by_service
+from agent.handlers.operations_table import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, matching
 from agent.services.database.backup import BackupJob
 from agent.services.database.engines import DATABASE_RE, ENGINE_NAMES, USERNAME_RE
@@ -105,10 +105,7 @@ def backup_restore(ctx, request):
 
 
 def register(registry):
-    registry.add("database.deploy", deploy, DeploySchema(), OperationSpec(
-        "database_deploy", lambda r: f"database_deploy:{r['service_uid']}", 600, 3600, by_service))
-    registry.add("database.backup.create", backup_create, BackupCreateSchema(), OperationSpec(
-        "backup", lambda r: f"backup:{r['backup_uid']}", 3600, 86400, by_service))
+    registry.add("database.deploy", deploy, DeploySchema(), spec("database.deploy"))
+    registry.add("database.backup.create", backup_create, BackupCreateSchema(), spec("database.backup.create"))
     registry.add("database.backup.list", backup_list, BackupListSchema())
-    registry.add("database.backup.restore", backup_restore, BackupRestoreSchema(), OperationSpec(
-        "restore", lambda r: f"restore:{r['service_uid']}", 3600, 86400, by_service))
+    registry.add("database.backup.restore", backup_restore, BackupRestoreSchema(), spec("database.backup.restore"))

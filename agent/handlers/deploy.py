@@ -12,7 +12,7 @@ import time
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from agent.errors import AgentError
-from agent.handlers.registry import OperationSpec, by_service
+from agent.handlers.operations_table import spec
 from agent.protocol.fields import (FullMatch, RequestSchema, StrictBoolean, StrictInteger, StrictNumber,
                                    StrictString, Uid, printable)
 from agent.services.git import validate_branch, validate_sha
@@ -287,10 +287,9 @@ def _queued(request):
         "timestamp": int(time.time())}
 
 
-DEPLOY = OperationSpec("deploy", lambda r: f"deploy:{r['deployment_uid']}", 1800, 7200, lock_key=by_service,
-                       queued_event=_queued)
-INSTALL = OperationSpec("install", lambda r: f"install:{r['service_uid']}", 900, 3600, lock_key=by_service)
-ROLLBACK = OperationSpec("rollback", lambda r: f"rollback:{r['service_uid']}", 600, 3600, lock_key=by_service)
+DEPLOY = spec("service.app.deploy", queued_event=_queued)
+INSTALL = spec("service.app.install")
+ROLLBACK = spec("service.deploy.rollback")
 
 
 def register(registry):

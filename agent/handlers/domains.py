@@ -9,7 +9,7 @@ service lock and an operation id of its own.
 from marshmallow import ValidationError, validate, validates_schema
 
 from agent.errors import AgentError
-from agent.handlers.registry import OperationSpec
+from agent.handlers.operations_table import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, printable
 
 UPSERT = ("add", "add_domain", "configure_domain", "upsert", "update", "update_domain")
@@ -43,14 +43,6 @@ def _action(request):
     return None
 
 
-def _operation_id(request):
-    return f"domain:{request['service_uid']}"
-
-
-def _lock_key(request):
-    return request["service_uid"]
-
-
 def _is_change(request):
     """docs/commands.md, "Operations": domain `status` is read-only: not an operation, never waits."""
     return _action(request) != "status"
@@ -79,5 +71,5 @@ def manage(ctx, request):
 
 
 def register(registry):
-    registry.add("service.domain.manage", manage, DomainManageSchema(), OperationSpec(
-        "domain", _operation_id, 120, 600, lock_key=_lock_key, applies=_is_change))
+    registry.add("service.domain.manage", manage, DomainManageSchema(),
+                 spec("service.domain.manage", applies=_is_change))

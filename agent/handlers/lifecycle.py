@@ -5,14 +5,13 @@ Start, stop and restart share the ``lifecycle:<uid>`` operation, serialised per 
 (300 s / 1800 s); status is read-only and never waits.
 """
 
-from agent.handlers.registry import OperationSpec, by_service
+from agent.handlers.operations_table import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, Uid
 from agent.services.docker_delete import Deletion
 from agent.services.docker_lifecycle import Lifecycle
 
-LIFECYCLE = OperationSpec("lifecycle", lambda r: f"lifecycle:{r['service_uid']}", 120, 600, by_service)
-DELETE = OperationSpec("delete", lambda r: f"delete:{r['service_uid']}", 300, 1800, by_service,
-                       preempting=True)
+LIFECYCLE = spec("service.start")
+DELETE = spec("service.delete", preempting=True)
 
 
 class ServiceRequest(RequestSchema):

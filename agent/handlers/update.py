@@ -2,11 +2,11 @@
 
 from marshmallow import validate
 
-from agent.handlers.registry import OperationSpec
+from agent.handlers.operations_table import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictString
 
 # docs/commands.md, "Operations": update:agent, serialised per agent, 900 / 3600 s
-APPLY = OperationSpec("update", lambda request: "update:agent", 900, 3600, lock_key=lambda request: "agent")
+APPLY = spec("agent.update.apply")
 
 
 class ApplyRequest(RequestSchema):

@@ -152,9 +152,9 @@ def test_actions_map_to_kinds_and_locks():
     assert handler._action({"action": "explode"}) is None
     upsert = {"action": "add", "service_uid": "svc"}
     status = {"action": "status", "service_uid": "svc"}
-    assert handler._operation_id(upsert) == "domain:svc"
-    assert handler._lock_key(upsert) == "svc"
     spec = _registered_spec()
+    assert spec.operation_id(upsert) == "domain:svc"
+    assert spec.lock_key(upsert) == "svc"
     assert spec.for_request(upsert) is spec
     assert spec.for_request(status) is None     # read-only: no operation, no lock
 
