@@ -16,7 +16,7 @@ from agent.protocol import ipc
 TIMEOUT = 5.0
 # The supervisor's read-only status op (agent/supervisor/ops.py); a supervisor from before it
 # existed answers `unknown_op`, which still shows a live supervisor speaking the IPC protocol.
-STATUS_OP = "supervisor.status"
+STATUS_OP = ipc.OP_SUPERVISOR_STATUS
 SUPERVISOR_HINT = ("start it: `systemctl start pulseup-supervisor` (or `pulseup-agent run`); "
                    "its log is `journalctl -u pulseup-supervisor`")
 
