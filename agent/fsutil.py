@@ -1,4 +1,5 @@
-"""Durable file writes shared by every process (commands.md 1.5, protocol.md 4).
+"""Durable file writes shared by every process (docs/commands.md, "Paths and files";
+docs/protocol.md, "Enrollment and certificates").
 
 Every state file, manifest, certificate and proxy config is written to a
 temporary name in the same directory, fsynced, renamed over the target, and

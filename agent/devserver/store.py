@@ -2,7 +2,7 @@
 
 Everything lives as small JSON files in the data directory (mode 0700), each written
 atomically (temp file, fsync, rename, fsync of the directory) so a crash never leaves a
-half-written file behind (decisions 23). Join tokens are stored only as their SHA-256.
+half-written file behind (docs/design.md, "Settings and files"). Join tokens are stored only as their SHA-256.
 """
 
 import hashlib

@@ -1,4 +1,4 @@
-"""``monitoring.*`` (commands.md 2.3, decisions 48): thin calls into MonitoringService."""
+"""``monitoring.*`` (docs/commands.md, "Monitoring"): thin calls into MonitoringService."""
 
 from agent.protocol.fields import NoArguments
 from agent.services.monitoring_rules import AlertsSetupSchema

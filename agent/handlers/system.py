@@ -1,6 +1,6 @@
-"""``agent.hardware.info`` and ``server.stats.live`` (commands.md 2.1, 2.2).
+"""``agent.hardware.info`` and ``server.stats.live`` (docs/commands.md, "Agent commands").
 
-The reply schemas below are the shapes of commands.md 1.9 (HardwareInfo) and
+The reply schemas below are the shapes of docs/commands.md, "Shapes" (HardwareInfo) and
 2.2; the unit tests validate the service's output against them, so a field
 added or renamed in one place and not the other fails a test.
 """

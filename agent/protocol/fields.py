@@ -1,6 +1,6 @@
 """Strict marshmallow fields and the base schema of every command request.
 
-commands.md 1.1: integers must be JSON integers (``"8080"`` and ``8080.5`` are
+docs/commands.md, "Requests": integers must be JSON integers (``"8080"`` and ``8080.5`` are
 refused), booleans JSON booleans; unknown keys are ignored; a key differing
 only in letter case is accepted when the exact key is absent.
 """
@@ -82,7 +82,7 @@ USER_RE = re.compile(r"[a-z_][a-z0-9_-]{0,30}\$?\Z")
 
 
 def Uid(**kwargs):
-    """service_uid / deployment_uid / backup_uid (commands.md 1.3)."""
+    """service_uid / deployment_uid / backup_uid (docs/commands.md, "Identifiers and values")."""
     return StrictString(validate=matching(UID_RE), **kwargs)
 
 

@@ -1,4 +1,4 @@
-"""Supervisor <-> worker IPC: framing and message schemas (protocol.md 6, decisions 15).
+"""Supervisor <-> worker IPC: framing and message schemas (docs/protocol.md, "Supervisor IPC").
 
 A frame is a 4-byte big-endian length followed by that many bytes of UTF-8
 JSON holding one object; at most 1 MiB. A request is ``{"id", "op", "args"}``
@@ -38,14 +38,14 @@ OP_SSH_KEYS_REMOVE = "ssh.authorized_keys.remove"
 OP_WORKER_STATUS = "worker.status"
 OP_SUPERVISOR_STATUS = "supervisor.status"
 
-# protocol.md 6 + decisions 15 and 19
+# docs/protocol.md, "Supervisor IPC"
 ERROR_CODES = frozenset({
     "unknown_op", "invalid_argument", "rate_limited", "failed", "frame_too_large", "permission_denied",
 })
 
 
 class FrameError(Exception):
-    """A frame that is not a JSON object: the connection is closed (decisions 15)."""
+    """A frame that is not a JSON object: the connection is closed (docs/protocol.md, "Supervisor IPC")."""
 
 
 class FrameTooLarge(FrameError):

@@ -1,8 +1,8 @@
-"""The whitelisted host actions of ``agent.command.execute`` (commands.md 2.1).
+"""The whitelisted host actions of ``agent.command.execute`` (docs/commands.md, "Agent commands").
 
 Each entry says how it runs: as an argument list in the worker (no shell; output capped,
 process group killed on timeout or cancel), through the Docker SDK, or as an allow-listed
-supervisor op over the IPC (privileged actions, protocol.md 6). Nothing here builds a
+supervisor op over the IPC (privileged actions, docs/protocol.md, "Supervisor IPC"). Nothing here builds a
 command line from request data: ``args`` of the request is accepted and ignored.
 """
 
@@ -96,7 +96,7 @@ def catalogue():
 
 
 def refuse_if_disabled(cfg, *names):
-    """decisions 19: PULSEUP_DISABLED_COMMANDS refuses commands and ops locally."""
+    """docs/protocol.md, "Supervisor IPC": PULSEUP_DISABLED_COMMANDS refuses commands and ops locally."""
     for name in names:
         if name in (cfg.pulseup_disabled_commands or ()):
             raise AgentError("permission_denied", f"{name} is disabled on this host (PULSEUP_DISABLED_COMMANDS)")
@@ -220,7 +220,7 @@ def child_env(cfg):
     return proc.environment(DOCKER_HOST=cfg.docker_host or None)
 
 
-# -- agent.logs.fetch (decisions 47) -----------------------------------------------------
+# -- agent.logs.fetch (docs/commands.md, "Agent commands") -----------------------------------------------------
 
 LOG_FILES = ("worker", "supervisor")
 TAIL_BLOCK = 64 * 1024

@@ -1,4 +1,4 @@
-"""The Docker Compose method of ``service.app.deploy`` (commands.md 2.5.5, docs/compose.md).
+"""The Docker Compose method of ``service.app.deploy`` (docs/compose.md).
 
 ``docker compose`` (v2) when it answers, else Debian's ``docker-compose`` (v1, 1.29): v1 has
 no ``--wait``, so after ``up -d`` the agent polls state and health through
@@ -67,7 +67,7 @@ class ComposePlan:
 
 
 def project_name(service_uid, requested=None):
-    """commands.md 1.4: the requested name, else ``pulseup-<uid>``; lowercased, '.' -> '-'."""
+    """docs/commands.md, "Docker names and labels": the requested name, else ``pulseup-<uid>``; lowercased, '.' -> '-'."""
     name = (requested or f"pulseup-{service_uid}").lower().replace(".", "-")
     if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
         raise invalid("docker_compose_project_name", "must be letters, digits, '_' and '-'")
@@ -363,7 +363,7 @@ def run_tool(argv, env, cwd, what, on_line=None, ctx=None, capture=False, timeou
         line = text.rstrip("\n")
         tail.append(line)
         if on_line is not None:
-            # stderr lines are errors unless they look like progress (commands.md 2.5.2)
+            # stderr lines are errors unless they look like progress (docs/commands.md, "Deployments")
             on_line(line, "ERROR" if from_stderr and not _PROGRESS.match(line) else "INFO")
     try:
         code = proc.stream(argv, env, take, cwd=cwd, timeout=timeout, what=what,

@@ -3,7 +3,7 @@
 Everything that talks to Docker goes through :class:`DockerService`. Docker's exceptions are
 translated to :class:`AgentError` in exactly one place (:func:`translate`, after docker-py's
 own ``create_api_error_from_http_exception``). Containers are found by their ``pulseup.*``
-labels or by the exact fixed names of commands.md 1.4, never by substring; the agent only
+labels or by the exact fixed names of docs/commands.md, "Docker names and labels", never by substring; the agent only
 touches containers labelled ``pulseup.managed=true``.
 """
 
@@ -32,7 +32,7 @@ CONTAINER_REF = re.compile(r"^(?:[0-9a-f]{12,64}|[A-Za-z0-9][A-Za-z0-9_.-]{0,127
 _HEX_ID = re.compile(r"^[0-9a-f]{12,64}\Z")
 EXPECTED_TTL = 600.0  # an expected stop is forgotten after 10 minutes
 
-# commands.md 1.7: Docker state -> service status
+# docs/commands.md, "Statuses": Docker state -> service status
 _STATUS = {"running": "running", "restarting": "restarting", "created": "pending",
            "paused": "stopped", "exited": "stopped", "dead": "failed", "removing": "stopping"}
 
@@ -40,7 +40,7 @@ _log = log.get("docker")
 
 
 def service_status(state, health="none"):
-    """The one mapping of commands.md 1.7 (``running`` + ``unhealthy`` -> ``failed``)."""
+    """The one mapping of docs/commands.md, "Statuses" (``running`` + ``unhealthy`` -> ``failed``)."""
     status = _STATUS.get(state, "failed")
     if status == "running" and health == "unhealthy":
         return "failed"
@@ -182,7 +182,7 @@ def is_app_candidate(container):
 
 
 class DockerService:
-    """The agent's Docker client and the label rules of commands.md 1.4.
+    """The agent's Docker client and the label rules of docs/commands.md, "Docker names and labels"
 
     Every public method raises AgentError: ``unavailable`` when the engine cannot be
     reached, ``not_found``/``conflict``/``permission_denied``/``internal`` per Docker's answer.
@@ -283,7 +283,7 @@ class DockerService:
         return [c for c in containers if is_app_candidate(c) and not is_database(c, service_uid)]
 
     def active_container(self, service_uid, containers=None):
-        """commands.md 1.4: the highest-version non-candidate container that is not
+        """docs/commands.md, "Docker names and labels": the highest-version non-candidate container that is not
         exited/dead, or None."""
         for container in self.app_containers(service_uid, containers):
             if state_of(container) not in ("exited", "dead"):
@@ -300,7 +300,7 @@ class DockerService:
         return self.find_container(f"pulseup-app-{service_uid}")
 
     def service_containers(self, service_uid):
-        """commands.md 2.8: database container, compose containers, and the active app
+        """docs/commands.md, "Lifecycle": database container, compose containers, and the active app
         container (or the highest-version non-candidate one)."""
         containers = self.find_service_containers(service_uid)
         chosen = [c for c in containers if is_database(c, service_uid)]
@@ -338,7 +338,7 @@ class DockerService:
 
     def record_status(self, service_uid, status):
         """Remember the status last reported for a service; True when it changed (the
-        events watcher suppresses repeats, commands.md section 3)."""
+        events watcher suppresses repeats, docs/protocol.md, "Outbound events")."""
         changed = self._last_status.get(service_uid) != status
         self._last_status[service_uid] = status
         return changed

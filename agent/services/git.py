@@ -1,6 +1,6 @@
 """Application sources: clone or update a repository into ``APPS_DIR/<service_uid>``.
 
-commands.md 2.5.4 and docs/security.md ("Git"). The access token reaches git only through
+docs/commands.md, "Deployments" and docs/security.md ("Git"). The access token reaches git only through
 ``GIT_ASKPASS`` (a fixed script that prints the private variable ``PULSEUP_GIT_TOKEN`` from
 its own environment): never argv, the remote URL, the git config or logs. Git runs through
 :class:`GitRunner` rather than GitPython's ``Git.execute`` because the latter always starts
@@ -70,7 +70,7 @@ GIT_DIR_ENTRIES = frozenset({"HEAD", "config", "index", "objects", "refs", "logs
 CONFIG_TEMPLATE = ("[core]\n\trepositoryformatversion = 0\n\tfilemode = true\n\tbare = false\n"
                    "[remote \"origin\"]\n\turl = {url}\n")
 
-# stderr fragments -> error code (commands.md 2.5.4: unreachable / rejected / missing)
+# stderr fragments -> error code (docs/commands.md, "Deployments": unreachable / rejected / missing)
 _DENIED = ("authentication failed", "terminal prompts disabled", "could not read username",
            "could not read password", "returned error: 401", "returned error: 403",
            "permission denied")
@@ -82,7 +82,7 @@ _MISSING = ("couldn't find remote ref", "returned error: 404", "remote branch", 
 
 
 def validate_branch(branch, field="github_branch"):
-    """commands.md 1.3 git branch rule; raises invalid_argument."""
+    """docs/commands.md, "Identifiers and values" git branch rule; raises invalid_argument."""
     if not isinstance(branch, str) or not BRANCH_RE.fullmatch(branch):
         raise invalid(field, "must be 1-255 characters of [A-Za-z0-9._/-]")
     if (".." in branch or branch.startswith(("-", "/", ".")) or branch.endswith(("/", ".lock", "."))
@@ -100,7 +100,7 @@ def validate_sha(sha, field="commit_sha"):
 
 def normalize_repo_url(value, allowed_hosts, allow_insecure=False, field="github_repo"):
     """``owner/name`` or an allowed ``https://`` URL -> the clone URL; raises invalid_argument
-    (permission_denied for a plain-HTTP URL without ALLOW_INSECURE_TRANSPORT, commands.md 1.2)."""
+    (permission_denied for a plain-HTTP URL without ALLOW_INSECURE_TRANSPORT, docs/commands.md, "Errors")."""
     if not isinstance(value, str) or not value or len(value) > 2048:
         raise invalid(field, "must be owner/name or an https:// URL")
     if any(ch in value for ch in "\r\n\t\0\\\" "):
@@ -209,7 +209,7 @@ class GitRunner:
 
 
 def classify(what, exit_code, stderr):
-    """The AgentError for a failed git command, from its stderr (commands.md 2.5.4)."""
+    """The AgentError for a failed git command, from its stderr (docs/commands.md, "Deployments")."""
     tail = log.redact(stderr[-STDERR_TAIL:]).strip()
     lower = stderr.lower()
     last = tail.splitlines()[-1] if tail else f"exit code {exit_code}"
@@ -321,7 +321,7 @@ class GitService:
         """Clone or update the work tree and check out the requested commit.
 
         Returns ``{clone_path, commit_sha, commit_message, branch, fresh}``; ``fresh`` is
-        True when the work tree was cloned now (the first clone, commands.md 2.5.2 item 4)."""
+        True when the work tree was cloned now (the first clone, docs/commands.md, "Deployments")."""
         tree = self.tree(service_uid)
         if token:
             log.register_secret(token)
@@ -336,7 +336,7 @@ class GitService:
         return dict(self.describe(tree, branch, ctx), fresh=reason is not None)
 
     def _fresh_clone(self, tree, repo_url, token, branch, commit_sha, ctx):
-        """Clone into temporary siblings and swap them in (commands.md 2.5.4)."""
+        """Clone into temporary siblings and swap them in (docs/commands.md, "Deployments")."""
         runner = self.runner          # makes the private directories
         work_parent, git_parent = os.path.dirname(tree.work_tree), os.path.dirname(tree.git_dir)
         prefix = f".{os.path.basename(tree.work_tree)}.clone-"

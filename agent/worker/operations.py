@@ -1,9 +1,9 @@
-"""Running calls, operations and per-service FIFO queues (commands.md 1.8).
+"""Running calls, operations and per-service FIFO queues (docs/commands.md, "Operations").
 
 Every call that runs gets a :class:`Job` with a deadline. Commands with an
 ``OperationSpec`` are also *operations*: listed, cancellable, and serialised
 per key (usually the service uid) through :class:`OperationTable`, where a
-waiting operation holds no pool slot (decisions 2).
+waiting operation holds no pool slot (docs/protocol.md, "Dispatch").
 """
 
 import collections

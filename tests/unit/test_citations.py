@@ -12,13 +12,8 @@ DOC = re.compile(r"docs/([a-z]+\.md)")
 # Files whose citations were rewritten in the working tree while their owners had uncommitted
 # edits in them (issue 20): tolerated until those edits are committed; then drop them here.
 PENDING = {
-    "agent/devserver/store.py", "agent/fsutil.py", "agent/handlers/agent_commands.py",
-    "agent/handlers/monitoring.py", "agent/handlers/system.py", "agent/protocol/fields.py",
-    "agent/protocol/ipc.py", "agent/services/backups/storage.py", "agent/services/commands.py",
-    "agent/services/compose.py", "agent/services/database/manifest.py", "agent/services/deploy/logs.py",
-    "agent/services/docker.py", "agent/services/git.py", "agent/services/update.py",
-    "agent/supervisor/ops.py", "agent/supervisor/seam.py", "agent/supervisor/update.py",
-    "agent/worker/main.py", "agent/worker/operations.py",
+    "agent/handlers/agent_commands.py", "agent/services/update.py", "agent/supervisor/ops.py",
+    "agent/supervisor/seam.py", "agent/supervisor/update.py", "agent/worker/main.py",
 }
 
 

@@ -1,9 +1,9 @@
-"""Storage paths for backup copies (commands.md 2.9.5, ``database.backup.storage.verify``).
+"""Storage paths for backup copies (docs/commands.md, "Databases", ``database.backup.storage.verify``).
 
 A ``storage_path`` is resolved under the backup base directory when relative; its real
 path (symlinks resolved) must lie inside one of ``PULSEUP_BACKUP_STORAGE_ROOTS`` and must
 not be anything but a directory. Copies are written the way every backup file is
-(commands.md 1.5): a temporary name in the target directory, fsync, a no-overwrite
+(docs/commands.md, "Paths and files"): a temporary name in the target directory, fsync, a no-overwrite
 rename (link(2)), fsync of the directory, then the manifest sidecar the same way.
 """
 
@@ -21,7 +21,7 @@ PROBE_PREFIX = ".pulseup-storage-test-"
 
 def _refuse(message, normalized=None, code="invalid_argument"):
     error = AgentError(code, message, field="storage_path")
-    # commands.md 2.9 storage.verify: the failure's data carries message and normalized_path
+    # docs/commands.md, "Databases" storage.verify: the failure's data carries message and normalized_path
     error.details["message"] = message
     if normalized:
         error.details["normalized_path"] = normalized

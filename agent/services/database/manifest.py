@@ -1,8 +1,8 @@
 """Backup files on disk: names, the JSON manifest sidecar, atomic writes, listing.
 
-Names and modes follow commands.md 1.5 (``backup_<YYYYMMDDTHHMMSSZ>[-n].<ext>.<zst|gz>``,
+Names and modes follow docs/commands.md, "Paths and files" (``backup_<YYYYMMDDTHHMMSSZ>[-n].<ext>.<zst|gz>``,
 dir 0700, files 0600, each written under a temporary name, fsynced, renamed, directory
-fsynced); the manifest is the BackupManifest of commands.md 1.9 (decisions 31) and the
+fsynced); the manifest is the BackupManifest of docs/commands.md, "Shapes" and "Databases", and the
 listing entries are BackupEntry objects.
 """
 
@@ -26,7 +26,7 @@ LEGACY_TYPE = {".sql": "sql", ".rdb": "redis", ".archive": "mongodb"}
 
 
 class ManifestSchema(Schema):
-    """BackupManifest (commands.md 1.9); extra keys such as ``warnings`` are kept out."""
+    """BackupManifest (docs/commands.md, "Shapes"); extra keys such as ``warnings`` are kept out."""
 
     class Meta:
         unknown = EXCLUDE
@@ -55,7 +55,7 @@ _SCHEMA = ManifestSchema()
 
 
 def rfc3339(epoch=None):
-    """UTC RFC 3339 with millisecond precision and a Z suffix (commands.md 1.6)."""
+    """UTC RFC 3339 with millisecond precision and a Z suffix (docs/commands.md, "Time and sizes")."""
     return values.rfc3339(epoch, precision="ms")
 
 
@@ -150,7 +150,7 @@ def scan(directory, service_uid):
     entries, legacy = [], []
     for name in names:
         if name.startswith("."):
-            continue  # temporary and partial files (commands.md 2.9, backup.list)
+            continue  # temporary and partial files (docs/commands.md, "Databases", backup.list)
         path = os.path.join(directory, name)
         if BACKUP_NAME.match(name):
             manifest = load_manifest(path + ".json")
@@ -164,7 +164,7 @@ def scan(directory, service_uid):
 
 
 def list_entries(directory, service_uid):
-    """BackupEntry dicts, newest first (commands.md 2.9 ``database.backup.list``)."""
+    """BackupEntry dicts, newest first (docs/commands.md, "Databases" ``database.backup.list``)."""
     entries, legacy = scan(directory, service_uid)
     return sorted(entries + legacy, key=lambda e: (e["created_at"], e["file_name"]), reverse=True)
 

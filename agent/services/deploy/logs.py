@@ -1,10 +1,11 @@
-"""Deployment logs and the step timeline (commands.md 1.5, 1.9 DeploymentStep).
+"""Deployment logs and the step timeline (docs/commands.md, "Paths and files";
+DeploymentStep in "Shapes").
 
 Per deployment: ``<deployment_uid>_build.log`` / ``_deploy.log`` (append-only, line format
 ``<RFC 3339 UTC> - <LEVEL> - <text>``) and ``<deployment_uid>_steps.json`` (the whole array,
 rewritten atomically on every change). Each line also goes to the service-scoped copy
 ``<service_uid>_<type>.log``, rotated at 10 MiB with 3 generations. Every line is redacted
-(decisions 25) before it reaches a file.
+(docs/design.md, "Logging and secrets") before it reaches a file.
 """
 
 import json
@@ -42,7 +43,7 @@ def steps_path(log_dir, deployment_uid):
 
 
 def ensure_dir(path, mode=0o750):
-    """Create ``path``; an unwritable directory fails the command (decisions 22)."""
+    """Create ``path``; an unwritable directory fails the command (docs/design.md, "Settings and files")."""
     try:
         os.makedirs(path, mode=mode, exist_ok=True)
     except OSError as exc:
