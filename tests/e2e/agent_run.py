@@ -19,10 +19,7 @@ import json
 import os
 import sys
 
-from gevent import monkey
-
-monkey.patch_all()
-
+import agent.cli  # noqa: E402,F401  first, as in the real entry point: it patches gevent for `run`
 from agent.supervisor import main as supervisor_main  # noqa: E402
 from agent.supervisor import ops  # noqa: E402
 from agent.supervisor.seam import HostSeam, RunResult  # noqa: E402
@@ -83,8 +80,7 @@ def main():
     # run_main builds Supervisor(cfg, seam) -> Host(cfg, seam): hand both in here
     supervisor_main.HostSeam = lambda: seam
     supervisor_main.Host = lambda cfg, host_seam: ops.Host(cfg, host_seam, fixed)
-    from agent.cli import main as cli_main
-    return cli_main(sys.argv[1:])
+    return agent.cli.main(sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -31,7 +31,9 @@ def db(wire):
     reply = wire.call("database.deploy", {"service_uid": uid, "type": "PostgreSQL", "password": PASSWORD},
                       timeout=300)
     assert reply["success"] is True, reply
-    yield uid, reply["data"], mark
+    wire.wait_event("update_service_status", lambda e: e["service_uid"] == uid and e["status"] == "running", mark)
+    events = wire.events("update_service_status", mark, lambda e: e["service_uid"] == uid)
+    yield uid, reply["data"], events
     wire.call("service.delete", {"service_uid": uid, "delete_volumes": True, "delete_backups": True}, timeout=120)
 
 
@@ -47,7 +49,7 @@ def backup(db, wire, docker_client):
 
 @covers("database.deploy", outcome="success")
 def test_deploy_reply_events_and_idempotence(db, wire, docker_client):
-    uid, data, mark = db
+    uid, data, events = db
     name = f"pulseup-db-{uid}"
     assert data["status"] == "success" and data["message"] and data["name"] == name
     assert data["type"] == "postgresql" and data["username"] == "admin" and data["database"] == "app"
@@ -63,7 +65,6 @@ def test_deploy_reply_events_and_idempotence(db, wire, docker_client):
     assert container.attrs["HostConfig"]["PortBindings"]["5432/tcp"] == [{"HostIp": "127.0.0.1",
                                                                          "HostPort": str(data["port"])}]
     assert psql(docker_client, uid, "SELECT 1") == "1"
-    events = wire.wait_events("update_service_status", lambda e: e["service_uid"] == uid, mark, count=2)
     # the container event watcher may report the start too (its own suppression of repeats)
     assert events[0]["status"] == "deploying" and {e["status"] for e in events[1:]} == {"running"}, events
     again = wire.ok("database.deploy", {"service_uid": uid, "type": "postgresql", "password": "other-pw"},
