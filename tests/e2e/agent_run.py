@@ -2,11 +2,13 @@
 
 Run as root: ``python tests/e2e/agent_run.py --config FILE run``. Everything is the real
 agent (CLI, config, supervisor, IPC server, arbiter, the worker child as WORKER_USER) except
-two things the supervisor's seam exists for (agent/supervisor/seam.py, decisions 41 in the
-module docstring's sense: tests never reboot the machine):
+two things the supervisor's seam exists for (agent/supervisor/seam.py; docs/design.md,
+"Testing privileged operations": tests never reboot the machine):
 
-- programs that would change the host (``systemctl``, package managers) are recorded as one
-  JSON line in ``$E2E_SEAM_RECORD`` and answered with exit code 0 instead of being run;
+- programs that would change the host (``systemctl``, package managers, dpkg) are recorded as
+  one JSON line in ``$E2E_SEAM_RECORD`` and answered with exit code 0 instead of being run,
+  and nothing but the stand-ins under ``$E2E_ROOTS`` is started detached (the self-update
+  helper would run dpkg);
 - the op roots (agent/supervisor/ops.py ``Roots``) point into ``$E2E_ROOTS``: the log and
   temp trees the cleanup ops walk, the uninstall flag, and the packaged uninstall, which is a
   stand-in script that only records that it ran.
@@ -25,7 +27,7 @@ from agent.supervisor import ops  # noqa: E402
 from agent.supervisor.seam import HostSeam, RunResult  # noqa: E402
 
 # What would reboot, power off, upgrade or restart something on this machine.
-RECORDED = ("systemctl", "apt-get", "dnf", "yum", "pacman", "reboot", "shutdown")
+RECORDED = ("systemctl", "apt-get", "apt", "dnf", "yum", "pacman", "dpkg", "reboot", "shutdown", "poweroff")
 
 
 class StandinSeam(HostSeam):
@@ -35,15 +37,18 @@ class StandinSeam(HostSeam):
 
     PROGRAM_METHODS = ("run", "start", "spawn_detached", "popen")
 
-    def __init__(self, record_path):
-        self.record_path = record_path
+    def __init__(self, record_path, roots_dir):
+        self.record_path, self.roots_dir = record_path, roots_dir
 
     def _recorded(self, argv, env=None):
         if os.path.basename(argv[0]) not in RECORDED:
             return False
+        self._record(argv, env)
+        return True
+
+    def _record(self, argv, env=None):
         with open(self.record_path, "a") as handle:
             handle.write(json.dumps({"argv": list(argv), "env": dict(env or {})}) + "\n")
-        return True
 
     def run(self, argv, timeout=None, env=None):
         if self._recorded(argv, env):
@@ -56,7 +61,10 @@ class StandinSeam(HostSeam):
         return super().start(argv, env=env, stdout=stdout, stderr=stderr)
 
     def spawn_detached(self, argv):
-        if self._recorded(argv):
+        # only the stand-ins under E2E_ROOTS run detached (the packaged uninstall); anything
+        # else (the self-update helper, which runs dpkg) is recorded, never started
+        if not argv[0].startswith(self.roots_dir + os.sep):
+            self._record(argv)
             argv = ["/bin/true"]
         return super().spawn_detached(argv)
 
@@ -75,7 +83,7 @@ def roots(base):
 
 
 def main():
-    seam = StandinSeam(os.environ["E2E_SEAM_RECORD"])
+    seam = StandinSeam(os.environ["E2E_SEAM_RECORD"], os.environ["E2E_ROOTS"])
     fixed = roots(os.environ["E2E_ROOTS"])
     # run_main builds Supervisor(cfg, seam) -> Host(cfg, seam): hand both in here
     supervisor_main.HostSeam = lambda: seam
