@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import __version__
 from agent.devserver.server import DevServer
+from agent.protocol import events
 from agent.protocol.update import sign
 from tests.e2e.wire import Wire
 from tests.integration.conftest import _sweep_stale_service_dirs  # noqa: F401  (autouse: old dirs swept)
@@ -311,6 +312,20 @@ def e2e_agent(worker_user, ssh_user, docker_host, docker_client, test_network, g
 @pytest.fixture(scope="package")
 def wire(e2e_agent):
     return e2e_agent.wire
+
+
+@pytest.fixture(autouse=True)
+def _events_match_the_catalogue(request):
+    """Every event the running agent sent during a test has its schema in agent/protocol/events.py
+    (the agent itself only logs a mismatch: it runs in production mode here)."""
+    agent = request.getfixturevalue("e2e_agent") if "e2e_agent" in request.fixturenames else None
+    since = agent.wire.mark() if agent is not None and agent.wire is not None else None
+    yield
+    if since is None:
+        return
+    found = [(frame.get("event"), events.problems(frame.get("event"), frame.get("data")))
+             for sse, frame in agent.wire.frames[since:] if frame.get("type") == "event"]
+    assert [item for item in found if item[1] is not None] == []
 
 
 @pytest.fixture(autouse=True)

@@ -1,4 +1,4 @@
-"""agent.* and server.* through the wire (commands.md 2.1, 2.2): the worker answers, and the
+"""agent.* and server.* through the wire (docs/commands.md, "Agent commands"): the worker answers, and the
 privileged ones go over the IPC to the root supervisor, whose host seam records reboots and
 package upgrades instead of doing them (tests/e2e/agent_run.py)."""
 
@@ -36,7 +36,8 @@ def test_ping_whose_reply_would_exceed_512_kib_is_invalid_argument(wire):
 
 
 def test_register_hardware_info_after_authentication(wire):
-    """commands.md 3: the first frame after authentication, flat fields plus the HardwareInfo."""
+    """docs/commands.md, `register_hardware_info`: the first frame after authentication, flat
+    fields plus the HardwareInfo."""
     first = next(frame for _, frame in wire.frames if frame.get("type") == "event")
     assert first["event"] == "register_hardware_info"
     data = first["data"]
@@ -52,13 +53,14 @@ def test_register_hardware_info_after_authentication(wire):
 
 
 def test_wrapper_forms_and_unknown_commands(wire):
-    """commands.md 1.1: the `command` wrapper and the legacy `call` double wrapper."""
+    """docs/commands.md, "Requests": the `command` wrapper and the legacy `call` double wrapper."""
     wrapped = wire.ok("command", {"command": "agent.ping", "data": {"w": 1}})
     assert wrapped["echo"] == {"w": 1}
     legacy = wire.ok("call", {"type": "call", "call_id": "inner-ignored", "event": "agent.ping", "data": {"w": 2}})
     assert legacy["echo"] == {"w": 2}
     wire.refused("no.such.command", {}, "unimplemented", contains="unknown event: no.such.command")
-    wire.refused("command", {"command": "no.such.command"}, "unimplemented", contains="unknown command: no.such.command")
+    wire.refused("command", {"command": "no.such.command"}, "unimplemented",
+                 contains="unknown command: no.such.command")
     wire.refused("command", {"data": {}}, "invalid_argument", contains="invalid command format")
     wire.refused("call", {"event": 5}, "invalid_argument", contains="invalid call message format")
 

@@ -1,4 +1,4 @@
-"""database.* through the wire (commands.md 2.9) on one PostgreSQL container (the stand-in of the
+"""database.* through the wire (docs/commands.md, "Databases") on one PostgreSQL container (the stand-in of the
 official image, tests/integration/db/dbimages.py): provisioning, logs, backup, list, restore,
 upload to the control plane over mTLS, automation and storage checks."""
 
@@ -90,7 +90,7 @@ def test_deploy_refusals(db, wire):
 
 @covers("agent.command.execute", outcome="success")
 def test_volume_prune_keeps_the_database_volume(db, wire, docker_client):
-    """commands.md 2.1: prunes always exclude pulseup.component=database volumes."""
+    """docs/commands.md, "Agent commands": prunes always exclude pulseup.component=database volumes."""
     stray = docker_client.volumes.create(unique("e2e-stray"))
     wire.ok("service.stop", {"service_uid": db[0]}, timeout=120)      # its volume is now unused
     try:
@@ -232,7 +232,8 @@ def test_automation_update_and_get(db, wire, e2e_agent):
     state = os.path.join(e2e_agent.env["STATE_DIR"], "backup-automation", f"{uid}.json")
     assert os.stat(state).st_mode & 0o777 == 0o600
     off = wire.ok("database.backup.automation.update", {"service_uid": uid, "enabled": False})
-    assert off["enabled"] is False and wire.ok("database.backup.automation.get", {"service_uid": uid})["enabled"] is False
+    assert off["enabled"] is False
+    assert wire.ok("database.backup.automation.get", {"service_uid": uid})["enabled"] is False
 
 
 @covers("database.backup.automation.update", "database.backup.automation.get", outcome="refusal")

@@ -1,6 +1,6 @@
 """service.app.*, service.deploy.*, service.logs.* and service.container.stats.live through the
-wire (commands.md 2.5, 2.7), on one app deployed once per module, and the service log stream
-re-attaching across a blue-green swap (issue 18 item 7)."""
+wire (docs/commands.md, "Deployments" and "Logs and stats"), on one app deployed once per
+module, and the service log stream re-attaching across a blue-green swap (issue 18 item 7)."""
 
 import re
 
@@ -57,7 +57,8 @@ def test_deploy_reply_events_and_container(app, wire, docker_client):
     wire.wait_event("update_deployment_status", lambda e: e["deployment_uid"] == f"{uid}-d1"
                     and e["status"] != "in_progress", app.mark, timeout=30)
     events = statuses(wire, f"{uid}-d1", app.mark)
-    assert events[-1]["status"] == "completed" and [e["status"] for e in events[:-1]] == ["in_progress"] * (len(events) - 1)
+    assert events[-1]["status"] == "completed"
+    assert [e["status"] for e in events[:-1]] == ["in_progress"] * (len(events) - 1)
     assert {e["phase"] for e in events[:-1]} <= PHASES and "build" in {e["phase"] for e in events[:-1]}
     last = events[-1]
     assert last["service_uid"] == uid and last["commit_sha"] == app.shas["v1"] and isinstance(last["timestamp"], int)
@@ -82,7 +83,8 @@ def test_deploy_refusals(app, wire, git_server):
     assert reply["data"].get("operation_id") == f"deploy:{uid}-missing"
     failed = wire.wait_events("update_deployment_status", lambda e: e["deployment_uid"] == f"{uid}-missing"
                               and e["status"] != "in_progress", mark, timeout=30)
-    assert len(failed) == 1 and failed[-1]["status"] == "failed" and failed[-1]["code"] == "not_found" and failed[-1]["error"]
+    assert len(failed) == 1 and failed[-1]["status"] == "failed"
+    assert failed[-1]["code"] == "not_found" and failed[-1]["error"]
     # the running version is untouched
     assert wire.ok("service.status.get", {"service_uid": uid})["status"] == "running"
 
@@ -226,7 +228,8 @@ def test_deployment_log_stream_start_and_stop(app, wire):
     assert any(c.get("steps") for c in chunks)
     for chunk in chunks:
         if "chunk" in chunk:
-            assert chunk["size"] == len(chunk["chunk"].encode()) and chunk["end_offset"] - chunk["start_offset"] == chunk["size"]
+            assert chunk["size"] == len(chunk["chunk"].encode())
+            assert chunk["end_offset"] - chunk["start_offset"] == chunk["size"]
     wire.refused("service.deploy.logs.stream.stop", {"deployment_uid": dep}, "not_found")
 
 
@@ -273,7 +276,8 @@ def test_log_stream_re_attaches_across_a_blue_green_swap(app, wire, git_server):
                     mark, timeout=30)
     gevent.sleep(0.5)           # nothing may follow the stop
     lines = _log_lines(wire.events("container_log", mark, lambda e: e["service_uid"] == uid))
-    assert lines[0] == (before, f"#info Log streaming started for {before}") and lines[-1][1] == "#info Log streaming stopped"
+    assert lines[0] == (before, f"#info Log streaming started for {before}")
+    assert lines[-1][1] == "#info Log streaming stopped"
     switch = lines.index((after, "#info " + marker))
     old, new = _numbers(lines[:switch], old_tag), _numbers(lines[switch:], new_tag)
     assert _numbers(lines[switch:], old_tag) == [] and _numbers(lines[:switch], new_tag) == []

@@ -52,7 +52,8 @@ def test_the_stand_in_seam_intercepts_every_program_starting_method():
     reboot or upgrade the machine."""
     from tests.e2e.agent_run import StandinSeam
 
-    spawns = re.compile(r"subprocess\.(Popen|run|call|check_call|check_output)\(|os\.(exec|spawn|fork|system|posix_spawn)")
+    spawns = re.compile(r"subprocess\.(Popen|run|call|check_call|check_output)\("
+                        r"|os\.(exec|spawn|fork|system|posix_spawn)")
     starting = {name for name, func in inspect.getmembers(HostSeam, inspect.isfunction)
                 if spawns.search(inspect.getsource(func))}
     assert starting, "HostSeam no longer starts programs through subprocess?"

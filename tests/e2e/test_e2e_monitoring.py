@@ -1,4 +1,4 @@
-"""monitoring.* through the wire (commands.md 2.3): the loop started after authentication, its
+"""monitoring.* through the wire (docs/commands.md, "Monitoring"): the loop started after authentication, its
 rules replaced, an alert fired for a managed container that is down (monitoring_alert and
 container_stopped on the event stream), and the latest samples."""
 

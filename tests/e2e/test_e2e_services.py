@@ -1,5 +1,6 @@
 """service.start|stop|restart|delete, service.domain.manage and cancelling a running operation
-through the wire (commands.md 1.8, 2.6, 2.8), against the agent's own Caddy container."""
+through the wire (docs/commands.md, "Operations", "Domains and the proxy", "Lifecycle"), against
+the agent's own Caddy container."""
 
 import os
 import re
@@ -94,7 +95,7 @@ def test_domain_upsert_status_and_remove_through_the_proxy(app, wire, e2e_agent)
 
 
 def _domain_refused(wire, data, code):
-    """commands.md 2.6: the failure data also carries success and message. Refusals by the
+    """docs/commands.md, `service.domain.manage`: the failure data also carries success and message. Refusals by the
     request schema (before the handler runs) carry the generic shape {code, field} only."""
     reply = wire.refused("service.domain.manage", data, code, timeout=120)
     assert reply["data"]["success"] is False and reply["data"]["message"], (data, reply)
@@ -127,7 +128,7 @@ def test_cancel_a_deploy_waiting_for_its_readiness_gate(wire, git_server, docker
     try:
         wire.wait_event("update_deployment_status", lambda e: e["deployment_uid"] == dep
                         and e.get("phase") == "health_check", mark, timeout=120)
-        # commands.md 3: every 20 s from the first in_progress until the terminal status
+        # docs/commands.md, `deployment_heartbeat`: every 20 s from the first in_progress until the terminal status
         beat = wire.wait_event("deployment_heartbeat", lambda e: e["deployment_uid"] == dep, mark, timeout=60)
         assert set(beat) == {"deployment_uid", "timestamp"}
         (operation,) = wire.ok("agent.operations.list", {"service_uid": uid})["operations"]
@@ -162,7 +163,7 @@ def test_delete_removes_containers_domain_images_and_files(app, wire, git_server
     wire.ok("service.domain.manage", {"action": "add", "service_uid": uid, "domain": domain, "port": 8080,
                                       "managed_certificate": False}, timeout=120)
     wait_body(e2e_agent.env, domain, "del\n")
-    # one domain cannot serve two services (commands.md 2.6)
+    # one domain cannot serve two services (docs/commands.md, "Domains and the proxy")
     _domain_refused(wire, {"action": "add", "service_uid": app[0], "domain": domain, "port": 8080}, "conflict")
     data = wire.ok("service.delete", {"service_uid": uid, "purge_files": True}, timeout=120)
     assert data["service_uid"] == uid and data["containers_deleted"] == [deployed["container_name"]]

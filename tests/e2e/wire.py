@@ -45,7 +45,7 @@ class Wire:
         return reply["data"]
 
     def refused(self, event, data, code, field=None, timeout=60, contains=None):
-        """The reply of a call that must fail with ``code`` (commands.md 1.2 error shape)."""
+        """The reply of a call that must fail with ``code`` (docs/commands.md, "Errors")."""
         reply = self.call(event, data, timeout)
         assert reply["success"] is False, f"{event} should have failed with {code}: {reply}"
         assert reply["code"] == code, reply
