@@ -9,7 +9,7 @@ own root-owned configuration: the checks here only refuse early.
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from agent.errors import AgentError
-from agent.handlers.registry import OperationSpec
+from agent.handlers.operations_table import OPERATIONS, spec
 from agent.protocol.fields import (
     USER_RE, NoArguments, RequestSchema, StrictBoolean, StrictInteger, StrictString, matching, printable)
 from agent.protocol.ipc import OP_AGENT_UNINSTALL, OP_SSH_KEYS_ADD, OP_SSH_KEYS_REMOVE
@@ -21,13 +21,13 @@ _PUBLIC_KEY = validate.Regexp(r"^(%s) [A-Za-z0-9+/=]+( [^\r\n\x00]*)?\Z" % "|".j
 
 def _execute_timeout(request):
     """commands.md 1.8: system.update_packages gets 1800 s, every other command 300 s."""
-    return 1800 if request.get("command_id") == "system.update_packages" else 300
+    if request.get("command_id") == "system.update_packages":
+        return 1800
+    return OPERATIONS["agent.command.execute"].default
 
 
-EXECUTE = OperationSpec("command", lambda r: f"command:{r['command_id']}", _execute_timeout, 3600,
-                        lock_key=lambda r: f"command:{r['command_id']}")
-SSH_KEY = OperationSpec("ssh_key", lambda r: f"ssh_key:{r['user']}", 60, 300,
-                        lock_key=lambda r: f"ssh_key:{r['user']}")
+EXECUTE = spec("agent.command.execute", timeout_default=_execute_timeout)
+SSH_KEY = spec("server.ssh_key.add")
 
 
 class LogsRequest(RequestSchema):

@@ -20,6 +20,7 @@ import gevent
 from agent import __version__, log
 from agent.errors import AgentError
 from agent.protocol import update as manifests
+from agent.protocol.ipc import OP_AGENT_UPDATE_INSTALL
 
 _log = log.get("update")
 CHUNK = 64 * 1024
@@ -98,7 +99,7 @@ class UpdateService:
             raise AgentError("unavailable", "the supervisor is not reachable")
         check()
         commit()
-        self.ipc.call("agent.update.install", {"version": wanted, "file_name": file_name}, timeout=120)
+        self.ipc.call(OP_AGENT_UPDATE_INSTALL, {"version": wanted, "file_name": file_name}, timeout=120)
         return {"message": "Update applied successfully. Agent will restart.", "version": wanted}
 
     def _download(self, manifest, body, signature, check):

@@ -23,7 +23,8 @@ from marshmallow import ValidationError, validate, validates_schema
 
 from agent import log
 from agent.errors import AgentError
-from agent.protocol.fields import USER_RE, RequestSchema, StrictBoolean, StrictString, matching
+from agent.protocol import ipc
+from agent.protocol.fields import USER_RE, NoArguments, RequestSchema, StrictBoolean, StrictString, matching
 from agent.supervisor import packages, sshkeys, update
 
 _log = log.get("supervisor.ops")
@@ -82,10 +83,6 @@ class Call:
 
 
 # --- system -----------------------------------------------------------------
-
-class NoArgs(RequestSchema):
-    pass
-
 
 def _run(call, argv, env=None):
     """Run argv; AgentError(command_failed) on a non-zero exit or a missing program."""
@@ -265,7 +262,7 @@ def worker_status(call, args):
     call.host.worker_status.clear()
     call.host.worker_status.update(args, at=time.time(), pid=getattr(call.peer, "pid", None))
     try:
-        update.record_worker_status(call.cfg, args)   # read by the update helper (decisions 17)
+        update.record_worker_status(call.seam, call.cfg, args)   # read by the update helper (decisions 17)
     except OSError as exc:
         _log.warning("cannot record the worker status: %s", exc)
     return {}
@@ -344,17 +341,17 @@ class Op:
 
 
 OPS = {
-    "system.reboot": Op(NoArgs, reboot, (2, 60.0), 60.0),
-    "system.shutdown": Op(NoArgs, shutdown, (2, 60.0), 60.0),
-    "system.update_packages": Op(NoArgs, update_packages, (4, 3600.0), 3600.0),
-    "system.package_status": Op(NoArgs, package_status, (120, 60.0), 5.0),
-    "service.restart": Op(RestartArgs, restart_service, (10, 60.0), 120.0),
-    "disk.cleanup_logs": Op(NoArgs, cleanup_logs, (6, 60.0), 600.0),
-    "disk.cleanup_temp": Op(NoArgs, cleanup_temp, (6, 60.0), 600.0),
-    "agent.uninstall": Op(NoArgs, uninstall, (2, 60.0), 30.0),
-    "agent.update.install": Op(UpdateInstallArgs, update_install, (6, 3600.0), 900.0),
-    "ssh.authorized_keys.add": Op(SshAddArgs, ssh_add, (60, 60.0), 30.0),
-    "ssh.authorized_keys.remove": Op(SshRemoveArgs, ssh_remove, (60, 60.0), 30.0),
-    "worker.status": Op(WorkerStatusArgs, worker_status, (120, 60.0), 5.0),
-    "supervisor.status": Op(NoArgs, supervisor_status, (120, 60.0), 5.0),
+    ipc.OP_SYSTEM_REBOOT: Op(NoArguments, reboot, (2, 60.0), 60.0),
+    ipc.OP_SYSTEM_SHUTDOWN: Op(NoArguments, shutdown, (2, 60.0), 60.0),
+    ipc.OP_SYSTEM_UPDATE_PACKAGES: Op(NoArguments, update_packages, (4, 3600.0), 3600.0),
+    ipc.OP_SYSTEM_PACKAGE_STATUS: Op(NoArguments, package_status, (120, 60.0), 5.0),
+    ipc.OP_SERVICE_RESTART: Op(RestartArgs, restart_service, (10, 60.0), 120.0),
+    ipc.OP_DISK_CLEANUP_LOGS: Op(NoArguments, cleanup_logs, (6, 60.0), 600.0),
+    ipc.OP_DISK_CLEANUP_TEMP: Op(NoArguments, cleanup_temp, (6, 60.0), 600.0),
+    ipc.OP_AGENT_UNINSTALL: Op(NoArguments, uninstall, (2, 60.0), 30.0),
+    ipc.OP_AGENT_UPDATE_INSTALL: Op(UpdateInstallArgs, update_install, (6, 3600.0), 900.0),
+    ipc.OP_SSH_KEYS_ADD: Op(SshAddArgs, ssh_add, (60, 60.0), 30.0),
+    ipc.OP_SSH_KEYS_REMOVE: Op(SshRemoveArgs, ssh_remove, (60, 60.0), 30.0),
+    ipc.OP_WORKER_STATUS: Op(WorkerStatusArgs, worker_status, (120, 60.0), 5.0),
+    ipc.OP_SUPERVISOR_STATUS: Op(NoArguments, supervisor_status, (120, 60.0), 5.0),
 }

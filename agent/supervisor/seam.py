@@ -15,8 +15,10 @@ import signal
 import subprocess  # cooperative under gevent's patches (`run` mode), plain threads otherwise
 from dataclasses import dataclass
 
+from agent.proc import CHILD_PATH   # the one child PATH; that import loads no gevent
+
 # decisions 12: children get a minimal environment, never the agent's secrets.
-BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+BASE_ENV = {"PATH": CHILD_PATH, "LANG": "C.UTF-8"}
 TAIL_BYTES = 4096
 
 _libc = None   # ctypes and shutil load at first use: an idle supervisor does without (issue 19)
@@ -120,6 +122,28 @@ class HostSeam:
 
     def readlink(self, path):
         return os.readlink(path)
+
+    def mkdtemp(self, prefix, directory):
+        import tempfile   # at use: an idle supervisor does without (issue 19)
+        return tempfile.mkdtemp(prefix=prefix, dir=directory)
+
+    def rmtree(self, path):
+        import shutil
+        shutil.rmtree(path, ignore_errors=True)
+
+    def copy(self, src, dst):
+        """Copy a file with its mode bits (shutil.copy); the new path."""
+        import shutil
+        return shutil.copy(src, dst)
+
+    def copyfile(self, src, dst):
+        """Copy a file's bytes only (shutil.copyfile)."""
+        import shutil
+        shutil.copyfile(src, dst)
+
+    def under_systemd(self):
+        """True when systemd is the init system (sd_booted(3))."""
+        return os.path.isdir("/run/systemd/system")
 
 
 def _set_fs_ids(uid, gid):

@@ -17,7 +17,10 @@ a transient unit of its own (systemd-run), because stopping the supervisor's
 unit (KillMode=mixed) kills everything left in its cgroup.
 
 Only the standard library is imported at module level: the helper has no
-venv. The op's functions import the agent's modules where they are used.
+venv. The op's functions import the agent's modules where they are used, and
+change the host only through the supervisor's seam (``call.seam``,
+agent/supervisor/seam.py). The helper is a program of its own, without the
+agent's modules: it runs dpkg and reads files itself.
 """
 
 import argparse
@@ -44,13 +47,14 @@ def status_path(cfg):
     return os.path.join(os.path.dirname(cfg.supervisor_socket), "worker-status.json")
 
 
-def record_worker_status(cfg, status):
+def record_worker_status(seam, cfg, status):
     """Write the last worker.status where the helper reads it (atomic replace)."""
     path = status_path(cfg)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as handle:
+    fd = seam.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    with os.fdopen(fd, "w") as handle:
         json.dump({**status, "at": time.time()}, handle)
-    os.replace(tmp, path)
+    seam.rename(tmp, path)
 
 
 # --- the op -------------------------------------------------------------------
@@ -63,24 +67,22 @@ def install_op(call, args, store=STORE_DIR):
     missing or not a regular file), integrity_error (signature, version,
     size or sha256 mismatch).
     """
-    import shutil     # at use, like hashlib and tempfile: an idle supervisor does without (issue 19)
-    import tempfile
     from agent.protocol import update as manifests
     version = manifests.normalize(args["version"])
     sources = _open_spool(call, args["file_name"])
     try:
-        os.makedirs(store, mode=0o700, exist_ok=True)
-        os.chmod(store, 0o700)
-        staging = tempfile.mkdtemp(prefix="incoming-", dir=store)
+        call.seam.makedirs(store, 0o700)
+        call.seam.chmod(store, 0o700)
+        staging = call.seam.mkdtemp("incoming-", store)
         try:
-            names = [_copy(source, os.path.join(staging, name), limit) for name, limit, source in sources]
+            names = [_copy(call.seam, source, os.path.join(staging, name), limit) for name, limit, source in sources]
             kept, previous, installed = _accept(call, store, names, version, args["file_name"])
         finally:
-            shutil.rmtree(staging, ignore_errors=True)
+            call.seam.rmtree(staging)
     finally:
         for _, _, source in sources:
             source.close()
-    argv = helper_argv(call.cfg, store, kept, previous, version)
+    argv = helper_argv(call.seam, call.cfg, store, kept, previous, version)
     call.after_reply(lambda: call.seam.spawn_detached(argv))
     return {"version": version, "previous_version": installed, "revert_package": previous}
 
@@ -115,16 +117,16 @@ def _accept(call, store, names, version, file_name):
     installed = installed_version(call.seam)
     if not _is_newer(call.seam, version, installed):
         raise AgentError("failed_precondition", f"{version} is not newer than the installed {installed}")
-    previous = previous_package(store, installed)
+    previous = previous_package(call.seam, store, installed)
     kept = os.path.join(store, file_name)
-    os.replace(names[0], kept)
+    call.seam.rename(names[0], kept)      # rename(2) replaces an existing file atomically
     return kept, previous, installed
 
 
-def _copy(source, path, limit):
+def _copy(seam, source, path, limit):
     from agent.errors import AgentError
     copied = 0
-    with open(path, "xb") as out:
+    with os.fdopen(seam.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as out:
         while chunk := source.read(1024 * 1024):
             copied += len(chunk)
             if copied > limit:
@@ -171,7 +173,7 @@ def _is_newer(seam, version, installed):
     return seam.run(["dpkg", "--compare-versions", version, "gt", installed], timeout=30).exit_code == 0
 
 
-def previous_package(store, installed, archives="/var/cache/apt/archives"):
+def previous_package(seam, store, installed, archives="/var/cache/apt/archives"):
     """The kept .deb of the installed version (from an earlier update or apt's cache).
 
     Raises AgentError(failed_precondition) when there is none: no revert, no update.
@@ -180,9 +182,7 @@ def previous_package(store, installed, archives="/var/cache/apt/archives"):
         found = sorted(glob.glob(os.path.join(directory, f"{PACKAGE}_{installed}_*.deb")))
         if found:
             if directory != store:
-                import shutil
-                shutil.copy(found[0], store)
-                return os.path.join(store, os.path.basename(found[0]))
+                return seam.copy(found[0], store)
             return found[0]
     from agent.errors import AgentError
     raise AgentError("failed_precondition",
@@ -190,17 +190,15 @@ def previous_package(store, installed, archives="/var/cache/apt/archives"):
                      f"put {PACKAGE}_{installed}_<arch>.deb into {store} (docs/operations.md)")
 
 
-def helper_argv(cfg, store, new, old, version):
+def helper_argv(seam, cfg, store, new, old, version):
     """argv of the detached helper: a root-only copy of this file, outside the service's cgroup."""
-    import shutil
-    import tempfile
-    directory = tempfile.mkdtemp(prefix="helper-", dir=store)
+    directory = seam.mkdtemp("helper-", store)
     copy = os.path.join(directory, "update_helper.py")
-    shutil.copyfile(__file__, copy)
+    seam.copyfile(__file__, copy)
     argv = [HELPER_PYTHON, "-I", copy, "--new", new, "--old", old, "--version", version,
             "--status", status_path(cfg), "--socket", cfg.supervisor_socket,
             "--deadline", str(cfg.update_health_deadline), "--log", os.path.join(store, "update.log")]
-    if os.path.isdir("/run/systemd/system"):
+    if seam.under_systemd():
         argv = ["systemd-run", "--quiet", "--collect", f"--unit=pulseup-agent-update-{version}", *argv]
     return argv
 

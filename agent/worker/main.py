@@ -18,6 +18,7 @@ from agent import exitcodes, log, sdnotify
 from agent.errors import AgentError
 from agent.handlers import build_registry
 from agent.protocol import envelope
+from agent.protocol.ipc import OP_WORKER_STATUS
 from agent.services import EventSink, Services
 from agent.worker.connection import LinkStopped
 from agent.worker.dispatcher import Dispatcher
@@ -90,7 +91,7 @@ class Worker:
     def _tell_supervisor(self):
         from agent import __version__
         try:
-            self.services.ipc.call("worker.status", {"connected": True, "version": __version__}, timeout=5)
+            self.services.ipc.call(OP_WORKER_STATUS, {"connected": True, "version": __version__}, timeout=5)
         except AgentError as exc:
             _log.info("could not report status to the supervisor: %s", exc.message)
 

@@ -250,12 +250,12 @@ def test_disabled_op(host, server, audit):
 
 
 def test_pipelined_requests_answer_out_of_order(server, host):
-    from agent.supervisor.ops import OPS, NoArgs, Op
+    from agent.supervisor.ops import OPS, NoArguments, Op
 
     def slow(call, args):
         gevent.sleep(0.3)
         return {"slow": True}
-    server.dispatcher.ops = dict(OPS, **{"test.slow": Op(NoArgs, slow, (5, 1.0), 5.0)})
+    server.dispatcher.ops = dict(OPS, **{"test.slow": Op(NoArguments, slow, (5, 1.0), 5.0)})
     with connect(server.path) as sock:
         send(sock, {"id": "a", "op": "test.slow"})
         send(sock, {"id": "b", "op": "worker.status", "args": {"connected": True, "version": "1"}})

@@ -287,8 +287,8 @@ def test_worker_status_is_stored(dispatcher, host):
 
 
 def test_op_crash_is_failed_internal(host):
-    from agent.supervisor.ops import OPS, NoArgs, Op
-    ops = dict(OPS, **{"test.crash": Op(NoArgs, lambda call, args: 1 / 0, (5, 1.0), 1.0)})
+    from agent.supervisor.ops import OPS, NoArguments, Op
+    ops = dict(OPS, **{"test.crash": Op(NoArguments, lambda call, args: 1 / 0, (5, 1.0), 1.0)})
     reply, call = OpDispatcher(host, ops=ops).handle(request("test.crash"))
     assert reply["error"]["reason"] == "internal" and call.after == []
 

@@ -13,7 +13,7 @@ from agent.errors import AgentError
 from agent.protocol import ipc
 from agent.supervisor.dispatch import OpDispatcher
 from agent.supervisor.ipc_server import IpcServer
-from agent.supervisor.ops import OPS, Host, NoArgs, Op
+from agent.supervisor.ops import OPS, Host, NoArguments, Op
 from agent.supervisor.seam import HostSeam, RunResult
 from agent.worker.ipc_client import SupervisorClient
 
@@ -36,8 +36,8 @@ def _precondition(call, args):
     raise AgentError("failed_precondition", "not today")
 
 
-TEST_OPS = dict(OPS, **{"test.slow": Op(NoArgs, _slow, (50, 1.0), 5.0),
-                        "test.precondition": Op(NoArgs, _precondition, (50, 1.0), 5.0)})
+TEST_OPS = dict(OPS, **{"test.slow": Op(NoArguments, _slow, (50, 1.0), 5.0),
+                        "test.precondition": Op(NoArguments, _precondition, (50, 1.0), 5.0)})
 
 
 @pytest.fixture

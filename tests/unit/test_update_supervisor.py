@@ -126,7 +126,7 @@ def test_no_package_to_revert_to_means_no_update(env):
     os.unlink(os.path.join(env["store"], "pulseup-agent_0.1.0_amd64.deb"))
     _spool(env)
     with pytest.raises(AgentError) as info:
-        update.previous_package(env["store"], "0.1.0", archives=env["store"])
+        update.previous_package(env["seam"], env["store"], "0.1.0", archives=env["store"])
     assert info.value.code == "failed_precondition" and "revert" in info.value.message
 
 
@@ -185,7 +185,7 @@ def test_helper_reverts_when_the_new_worker_does_not_connect(tmp_path, stale):
 
 def test_record_worker_status_is_what_the_helper_reads(env, tmp_path):
     os.makedirs(os.path.dirname(env["cfg"].supervisor_socket))
-    update.record_worker_status(env["cfg"], {"connected": True, "version": "0.2.0"})
+    update.record_worker_status(env["seam"], env["cfg"], {"connected": True, "version": "0.2.0"})
     status = json.load(open(update.status_path(env["cfg"])))
     assert status["connected"] and status["version"] == "0.2.0" and status["at"] <= time.time()
 
