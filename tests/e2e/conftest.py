@@ -276,6 +276,13 @@ class RunningAgent:
         except (OSError, ValueError, KeyError):
             return None
 
+    def workers(self):
+        """The live worker children of the ``run`` process (psutil.Process objects)."""
+        import psutil
+
+        return [child for child in psutil.Process(self.process.pid).children()
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE]
+
     def output(self):
         with open(self.log_path, "rb") as handle:
             return handle.read().decode("utf-8", "replace")

@@ -179,13 +179,17 @@ def test_execute_refusals(wire, e2e_agent):
 
 
 @covers("agent.command.execute", outcome="success")
-def test_agent_restart_restarts_the_worker_which_reconnects(wire):
+def test_agent_restart_restarts_the_worker_which_reconnects(wire, e2e_agent, worker_user):
+    (before,) = e2e_agent.workers()
+    assert before.uids().effective == worker_user.pw_uid
     mark = wire.mark()
     data = wire.ok("agent.command.execute", {"command_id": "agent.restart"})
     assert data["exit_code"] == 0
     wire.wait_events("register_hardware_info", since=mark, timeout=60)
     assert wire.connections(mark) >= 1
     assert wire.ok("agent.ping", {"after": "restart"})["echo"] == {"after": "restart"}
+    (after,) = e2e_agent.workers()      # a new worker child, still unprivileged
+    assert after.pid != before.pid and after.uids().effective == worker_user.pw_uid
 
 
 @covers("agent.uninstall", outcome="success")
