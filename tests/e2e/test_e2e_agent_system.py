@@ -4,6 +4,7 @@ package upgrades instead of doing them (tests/e2e/agent_run.py)."""
 
 import os
 import re
+import shutil
 import time
 
 import pytest
@@ -206,6 +207,25 @@ def test_uninstall_sets_the_flag_and_starts_the_packaged_uninstall(wire, e2e_age
     with open(home.uninstall_record) as handle:
         assert handle.read() == "uninstall stand-in ran as 0\n"     # started by the root supervisor
     assert wire.ok("agent.ping")["version"] == __version__      # the agent itself keeps running
+
+
+@covers("agent.uninstall", outcome="refusal")
+def test_uninstall_refused_when_the_flag_cannot_be_created(wire, e2e_agent):
+    """docs/commands.md, `agent.uninstall`: cannot create the flag -> permission_denied, and the
+    packaged uninstall is not started."""
+    home = e2e_agent.home
+    flag_dir = home.dir("roots/run/pulseup-agent")
+    shutil.rmtree(flag_dir, ignore_errors=True)
+    with open(flag_dir, "w") as handle:          # a file where the flag's directory belongs
+        handle.write("in the way\n")
+    ran_before = os.path.exists(home.uninstall_record) and os.path.getsize(home.uninstall_record)
+    try:
+        wire.refused("agent.uninstall", None, "permission_denied", contains="cannot create")
+    finally:
+        os.unlink(flag_dir)
+    time.sleep(1)
+    ran_after = os.path.exists(home.uninstall_record) and os.path.getsize(home.uninstall_record)
+    assert ran_after == ran_before
 
 
 @covers("agent.update.check", "agent.update.apply", outcome="success")
