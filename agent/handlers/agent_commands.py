@@ -1,7 +1,8 @@
 """``agent.logs.fetch``, ``agent.command.list|execute``, ``agent.uninstall`` and
-``server.ssh_key.add|remove`` (commands.md 2.1, 2.2; decisions 16, 18, 19, 47).
+``server.ssh_key.add|remove`` (docs/commands.md, "Agent commands";
+docs/protocol.md, "Supervisor IPC").
 
-Privileged work goes to the supervisor through ``ctx.services.ipc`` (protocol.md 6); with
+Privileged work goes to the supervisor through ``ctx.services.ipc`` (docs/protocol.md, "Supervisor IPC"); with
 no supervisor the command answers ``unavailable``. The supervisor validates again with its
 own root-owned configuration: the checks here only refuse early.
 """
@@ -20,7 +21,7 @@ _PUBLIC_KEY = validate.Regexp(r"^(%s) [A-Za-z0-9+/=]+( [^\r\n\x00]*)?\Z" % "|".j
                               error="must be one OpenSSH public key line (no options prefix)")
 
 def _execute_timeout(request):
-    """commands.md 1.8: system.update_packages gets 1800 s, every other command 300 s."""
+    """docs/commands.md, "Operations": system.update_packages gets 1800 s, every other command 300 s."""
     if request.get("command_id") == "system.update_packages":
         return 1800
     return OPERATIONS["agent.command.execute"].default
@@ -36,7 +37,7 @@ class LogsRequest(RequestSchema):
 
 class ExecuteRequest(RequestSchema):
     command_id = StrictString(required=True, validate=printable(1, 128))
-    args = fields.Dict()            # accepted and ignored (commands.md 2.1)
+    args = fields.Dict()            # accepted and ignored (docs/commands.md, "Agent commands")
     confirm = StrictBoolean(load_default=False)
 
 

@@ -1,4 +1,5 @@
-"""Self-update, worker side (decisions 17, commands.md 2.1 agent.update.*).
+"""Self-update, worker side (docs/operations.md, "Self-update";
+docs/commands.md, "Agent commands").
 
 The worker fetches the manifest at UPDATE_MANIFEST_URL and its ``.sig``,
 verifies the signature before reporting anything, downloads the package

@@ -1,4 +1,4 @@
-"""The allow-list of privileged operations (protocol.md 6, decisions 16-19; STYLE 7).
+"""The allow-list of privileged operations (docs/protocol.md, "Supervisor IPC"; docs/operations.md, "Self-update"; docs/design.md, "Habits").
 
 Not RPC into objects (supervisor's CVE-2017-11610 fix): :data:`OPS` maps each
 op name to its argument schema, function, rate limit and default deadline,
@@ -108,7 +108,7 @@ def shutdown(call, args):
     return {"requested": "poweroff"}
 
 
-# Refresh the index, then upgrade without questions (commands.md 2.1 whitelist).
+# Refresh the index, then upgrade without questions (docs/commands.md, "Agent commands" whitelist).
 UPDATE_STEPS = {
     "apt-get": [["apt-get", "-q", "update"],
                 ["apt-get", "-q", "-y", "-o", "Dpkg::Options::=--force-confdef",
@@ -148,7 +148,7 @@ def package_status(call, args):
 
 
 class RestartArgs(RequestSchema):
-    # decisions 16: the proxy is a container the worker restarts through Docker
+    # docs/protocol.md, "Supervisor IPC": the proxy is a container the worker restarts through Docker
     unit = StrictString(required=True, validate=validate.OneOf(["docker", "pulseup-worker"]))
 
 
@@ -221,7 +221,7 @@ def uninstall(call, args):
         os.close(call.seam.open(roots.uninstall_flag, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
     except OSError as exc:
         raise AgentError("permission_denied", f"cannot create {roots.uninstall_flag}: {exc.strerror}") from exc
-    # decisions 16: answer first; apps and databases keep running
+    # docs/protocol.md, "Supervisor IPC": answer first; apps and databases keep running
     call.after_reply(lambda: _start_uninstall(call.seam, roots.uninstall_argv))
     return {"flag": roots.uninstall_flag}
 
@@ -262,7 +262,7 @@ def worker_status(call, args):
     call.host.worker_status.clear()
     call.host.worker_status.update(args, at=time.time(), pid=getattr(call.peer, "pid", None))
     try:
-        update.record_worker_status(call.seam, call.cfg, args)   # read by the update helper (decisions 17)
+        update.record_worker_status(call.seam, call.cfg, args)   # read by the update helper (docs/operations.md, "Self-update")
     except OSError as exc:
         _log.warning("cannot record the worker status: %s", exc)
     return {}

@@ -1,10 +1,10 @@
-"""The supervisor's one syscall seam (supervisor's ``ServerOptions``; STYLE 5).
+"""The supervisor's one syscall seam (supervisor's ``ServerOptions``; docs/design.md, "Habits").
 
 Every action of the supervisor that touches the host goes through a
 :class:`HostSeam`: running a program, signalling, file system changes, user
 look-ups. Each method is one to three lines so that it needs no test of its
 own, and tests swap in a subclass that records the exact argv instead of
-rebooting the machine (decisions 41).
+rebooting the machine (docs/design.md, "Testing privileged operations").
 """
 
 import contextlib
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from agent.proc import CHILD_PATH   # the one child PATH; that import loads no gevent
 
-# decisions 12: children get a minimal environment, never the agent's secrets.
+# docs/protocol.md, "Enrollment and certificates": children get a minimal environment, never the agent's secrets.
 BASE_ENV = {"PATH": CHILD_PATH, "LANG": "C.UTF-8"}
 TAIL_BYTES = 4096
 

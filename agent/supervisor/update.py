@@ -1,4 +1,4 @@
-"""Self-update, supervisor side (decisions 17): the op ``agent.update.install`` and its helper.
+"""Self-update, supervisor side (docs/operations.md, "Self-update"): the op ``agent.update.install`` and its helper.
 
 The op copies the worker's download (package, manifest, signature) from the
 worker's spool into a root-only directory, verifies the signature with the
@@ -266,7 +266,7 @@ class Helper:
 
 
 def ipc_call(path, op, args, timeout=10.0):
-    """One request on the supervisor's socket (protocol.md 6 framing); the reply object."""
+    """One request on the supervisor's socket (docs/protocol.md, "Supervisor IPC" framing); the reply object."""
     body = json.dumps({"id": "update-helper", "op": op, "args": args, "timeout": timeout}).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
@@ -287,7 +287,7 @@ def _recv(sock, count):
 
 
 def helper_main(argv=None):
-    parser = argparse.ArgumentParser(description="pulseup-agent update helper (decisions 17)")
+    parser = argparse.ArgumentParser(description="pulseup-agent update helper (docs/operations.md, Self-update)")
     for name in ("--new", "--old", "--version", "--status", "--socket", "--log"):
         parser.add_argument(name, required=True)
     parser.add_argument("--deadline", type=float, required=True)
