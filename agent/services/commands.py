@@ -144,7 +144,15 @@ class CommandRunner:
         raise AgentError("failed_precondition", f"{entry.id} is not available: use agent.update.apply")
 
     def _run_supervisor(self, entry):
-        result = require_ipc(self.services).call(entry.op, dict(entry.op_args), timeout=self._timeout(entry)) or {}
+        try:
+            result = require_ipc(self.services).call(entry.op, dict(entry.op_args), timeout=self._timeout(entry)) or {}
+        except AgentError as exc:
+            if exc.code != "command_failed":
+                raise
+            # the op's program exited non-zero: answered like any failed command (output
+            # fields and "Command failed: ..."), not as the bare IPC error (issue 18)
+            return "", str(exc.details.get("stderr_tail") or exc.message)[:OUTPUT_CAP], \
+                int(exc.details.get("exit_code") or 1)
         output = result.get("output") or result.get("message") or (json.dumps(result, sort_keys=True) if result else "")
         return str(output)[:OUTPUT_CAP], str(result.get("error") or "")[:OUTPUT_CAP], int(result.get("exit_code") or 0)
 

@@ -6,7 +6,8 @@ two things the supervisor's seam exists for (agent/supervisor/seam.py; docs/desi
 "Testing privileged operations": tests never reboot the machine):
 
 - programs that would change the host (``systemctl``, package managers, dpkg) are recorded as
-  one JSON line in ``$E2E_SEAM_RECORD`` and answered with exit code 0 instead of being run,
+  one JSON line in ``$E2E_SEAM_RECORD`` and answered with exit code 0 (3 for the command
+  lines listed in ``$E2E_SEAM_RECORD.fail``) instead of being run,
   and nothing but the stand-ins under ``$E2E_ROOTS`` is started detached (the self-update
   helper would run dpkg);
 - the op roots (agent/supervisor/ops.py ``Roots``) point into ``$E2E_ROOTS``: the log and
@@ -52,8 +53,18 @@ class StandinSeam(HostSeam):
 
     def run(self, argv, timeout=None, env=None):
         if self._recorded(argv, env):
+            if " ".join(argv) in self._failing():
+                return RunResult(3, "", f"stand-in failure of {argv[0]}\n")
             return RunResult(0, f"stand-in: {' '.join(argv)}\n", "")
         return super().run(argv, timeout=timeout, env=env)
+
+    def _failing(self):
+        """Command lines a test asked to fail (one per line in ``<record>.fail``)."""
+        try:
+            with open(self.record_path + ".fail") as handle:
+                return {line.strip() for line in handle}
+        except FileNotFoundError:
+            return set()
 
     def start(self, argv, env=None, stdout=None, stderr=None):
         if self._recorded(argv, env):

@@ -179,6 +179,24 @@ def test_execute_refusals(wire, e2e_agent):
     assert e2e_agent.home.seam_runs()[before:] == []      # nothing ran
 
 
+@covers("agent.command.execute", outcome="refusal")
+def test_execute_of_a_failing_program_is_command_failed(wire, e2e_agent):
+    """docs/commands.md, `agent.command.execute`: a non-zero exit is command_failed with the
+    output fields; the supervisor's stand-in seam makes `systemctl restart docker.service` fail."""
+    failing = e2e_agent.home.seam_record + ".fail"
+    with open(failing, "w") as handle:
+        handle.write("systemctl restart docker.service\n")
+    try:
+        reply = wire.refused("agent.command.execute", {"command_id": "service.restart_docker", "confirm": True},
+                             "command_failed")
+    finally:
+        os.unlink(failing)
+    assert reply["error"].startswith("Command failed: "), reply
+    data = reply["data"]
+    assert data["exit_code"] == 3 and "stand-in failure of systemctl" in data["error"]
+    assert re.match(RFC3339, data["timestamp"]) and data["duration_seconds"] >= 0 and "output" in data
+
+
 @covers("agent.command.execute", outcome="success")
 def test_agent_restart_restarts_the_worker_which_reconnects(wire, e2e_agent, worker_user):
     (before,) = e2e_agent.workers()
