@@ -1,7 +1,7 @@
-"""The worker process: build the objects, then run them (STYLE 10).
+"""The worker process: build the objects, then run them (docs/design.md, "Habits").
 
 ``worker_main`` refuses to run as root, loads or enrolls the identity, starts
-the link and the services, tells systemd it is ready (decisions 13: without
+the link and the services, tells systemd it is ready (docs/protocol.md, "Supervisor IPC": without
 waiting for the control plane), and shuts down in three stages on SIGTERM:
 stop intake, drain the pool within GRACEFUL_TIMEOUT, close with 1001.
 """
@@ -17,7 +17,7 @@ import gevent.event
 from agent import exitcodes, log, sdnotify
 from agent.errors import AgentError
 from agent.handlers import build_registry
-from agent.protocol import envelope
+from agent.protocol import envelope, events
 from agent.protocol.ipc import OP_WORKER_STATUS
 from agent.services import EventSink, Services
 from agent.worker.connection import LinkStopped
@@ -49,7 +49,7 @@ class Worker:
         self._recover()
 
     def _recover(self):
-        """decisions 5 and commands.md 1.8.7: answer and report what a restart interrupted.
+        """docs/protocol.md, "Delivery" and docs/operations.md, "Restart recovery": answer and report what a restart interrupted.
         Operations that change what runs (deploy, rollback, restore...) are recovered by
         their recorded phase once the services run (agent/worker/recovery.py); their calls
         stay open until then (docs/operations.md "Restart recovery")."""
@@ -65,7 +65,7 @@ class Worker:
             _discard_partial_backup(self.cfg, record)
             event = None if self.recovery.handles(record) else _terminal_event(record)
             if event is not None:
-                self.outbox.put(envelope.event_frame(*event))
+                self.outbox.put(events.prepare(*event)[0])   # durable, checked (events.py)
 
     def _answer_recovered(self, call_id, frame):
         self.calls.finish(call_id, frame)
@@ -74,7 +74,7 @@ class Worker:
     def _on_authenticated(self, link):
         hardware = _hardware_event(self.services)
         if hardware is not None:
-            link.send_direct(envelope.event_frame("register_hardware_info", hardware))
+            link.send_direct(events.prepare("register_hardware_info", hardware)[0])
         sdnotify.notify(f"STATUS=connected as {link.server_uid}")
         if self.services.ipc is not None:
             self.services.spawn("worker-status", self._tell_supervisor)
@@ -83,7 +83,7 @@ class Worker:
             self._start_after_first_auth()
 
     def _start_after_first_auth(self):
-        """commands.md 2.3: monitoring starts after the first authenticated connection."""
+        """docs/commands.md, "Monitoring": monitoring starts after the first authenticated connection."""
         monitoring = _optional(self.services, "monitoring")
         if monitoring is not None and hasattr(monitoring, "start"):
             monitoring.start()
@@ -108,7 +108,7 @@ class Worker:
         self.services.spawn("renewal-reconnect", self._reconnect_when_quiet, min(QUIET_WAIT_MAX, remaining / 2))
 
     def _reconnect_when_quiet(self, limit):
-        """decisions 10: no call in flight, or within min(1 h, half the remaining lifetime)."""
+        """docs/protocol.md, "Enrollment and certificates": no call in flight, or within min(1 h, half the remaining lifetime)."""
         deadline = time.monotonic() + limit
         while self.dispatcher.running and time.monotonic() < deadline:
             gevent.sleep(1.0)
@@ -119,7 +119,7 @@ class Worker:
         self.services.system.start(self.services)
         from agent.services import docker_events
         self.services.docker_events = docker_events.start(self.services)
-        from agent.services import selfnet    # a containerised agent joins pulseup-net (commands.md 2.5.3)
+        from agent.services import selfnet    # a containerised agent joins pulseup-net (docs/commands.md, "Deployments")
         selfnet.start(self.services)
         self.services.spawn("proxy-reapply", self._reapply_proxy)
         self.recovery.start(self.dispatcher, self._answer_recovered)
@@ -129,7 +129,7 @@ class Worker:
                 service.start(self.services)
 
     def _reapply_proxy(self):
-        """commands.md 2.6.2: the proxy gets the agent's stored routes back at start-up."""
+        """docs/commands.md, "Domains and the proxy": the proxy gets the agent's stored routes back at start-up."""
         try:
             self.services.proxy.reapply()
         except AgentError as exc:
@@ -151,7 +151,7 @@ class Worker:
         return self.shutdown()
 
     def shutdown(self):
-        """decisions 8: keep reading, refuse new calls, drain, close 1001."""
+        """docs/protocol.md, "Connection": keep reading, refuse new calls, drain, close 1001."""
         sdnotify.notify("STOPPING=1")
         _log.info("shutting down: draining %d running commands", len(self.dispatcher.pool))
         drained = self.dispatcher.drain(self.cfg.graceful_timeout)
@@ -248,6 +248,6 @@ def worker_main(cfg, registry=None, ipc=None):
         ipc = SupervisorClient(cfg.supervisor_socket)  # connects lazily
     worker = Worker(cfg, identity, registry, ipc)
     for signum in (signal.SIGTERM, signal.SIGINT):
-        # STYLE 2: handlers only record; the run loop acts
+        # docs/design.md, "Habits": handlers only record; the run loop acts
         gevent.signal_handler(signum, worker.stopping.set)
     return worker.run()

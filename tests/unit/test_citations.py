@@ -9,9 +9,6 @@ OUTSIDE = re.compile(r"decisions [0-9]|decisions\.md|\.\./shared|protocol\.md (?
                      r"|commands\.md (?:section |§)?[0-9]|``(?:commands|protocol)\.md`` section"
                      r"|\bSTYLE(?:\.md|\s+[0-9]|\s+habit|:|\s+\")")
 DOC = re.compile(r"docs/([a-z]+\.md)")
-# Files whose citations were rewritten in the working tree while their owners had uncommitted
-# edits in them (issue 20): tolerated until those edits are committed; then drop them here.
-PENDING = {"agent/worker/main.py"}
 
 
 def sources():
@@ -20,7 +17,7 @@ def sources():
 
 def test_the_code_cites_no_document_outside_the_repository():
     found = [f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
-             for path in sources() if str(path.relative_to(ROOT)) not in PENDING
+             for path in sources()
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
              if OUTSIDE.search(line)]
     assert found == []
