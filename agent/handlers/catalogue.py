@@ -113,6 +113,8 @@ def _constraints(field):
             found.append("pattern " + item.regex.pattern.removesuffix("\\Z"))
     if any(isinstance(v, validate.Regexp) and v.regex.pattern == "[^\\x00-\\x1f\\x7f]*" for v in validators):
         found.append("no control characters")
+    if field.metadata.get("doc"):
+        found.append(field.metadata["doc"])
     return [text for text in found if text]
 
 
@@ -220,6 +222,7 @@ def _field_rows(rows):
     lines = ["| Field | Type | Required | Default | Constraints |", "|---|---|---|---|---|"]
     for row in rows:
         default = "" if row["default"] is None else f"`{json.dumps(row['default'], default=str)}`"
+        default = "computed" if row["default"] == "(computed)" else default
         kind = row["type"] + (" or null" if row["nullable"] else "")
         lines.append(f"| `{row['name']}` | {_cell(kind)} | {'yes' if row['required'] else 'no'} | "
                      f"{_cell(default)} | {_cell('; '.join(row['constraints']))} |")

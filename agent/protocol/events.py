@@ -78,7 +78,7 @@ class RegisterHardwareInfo(_Data):
     os_version = _str(required=True)
     kernel_version = _str(required=True)
     metadata = fields.Dict(required=True)               # the HardwareInfo object plus default_name
-    collected_at = _str(required=True)                  # RFC 3339
+    collected_at = _str(required=True, metadata={"doc": "RFC 3339"})
 
 
 class UpdateServiceStatus(_Data):
@@ -86,7 +86,7 @@ class UpdateServiceStatus(_Data):
     status = _one_of(*SERVICE_STATUSES)
     error = _str()
     message = _str()
-    timestamp = _str(required=True)                     # RFC 3339
+    timestamp = _str(required=True, metadata={"doc": "RFC 3339"})
 
 
 class UpdateDeploymentStatus(_Data):
@@ -102,18 +102,18 @@ class UpdateDeploymentStatus(_Data):
     image = _str()
     container_name = _str()
     deployment_version = fields.Raw(allow_none=True)
-    timestamp = _int(required=True)                     # Unix seconds
+    timestamp = _int(required=True, metadata={"doc": "Unix seconds"})
 
 
 class DeploymentHeartbeat(_Data):
     deployment_uid = _str(required=True)
-    timestamp = _int(required=True)
+    timestamp = _int(required=True, metadata={"doc": "Unix seconds"})
 
 
 class DeploymentLogChunk(_Data):
     deployment_uid = _str(required=True)
     service_uid = _str(required=True, allow_none=True)
-    timestamp = _int(required=True)
+    timestamp = _int(required=True, metadata={"doc": "Unix seconds"})
     sequence = _int(required=True)
     start_offset = _int(required=True)
     end_offset = _int(required=True)
@@ -130,7 +130,7 @@ class ContainerLog(_Data):
     service_uid = _str(required=True)
     message = _str(required=True)
     type = _one_of("log", "info", "error")
-    timestamp = _int(required=True)
+    timestamp = _int(required=True, metadata={"doc": "Unix seconds"})
     container_name = _str()
     stream = fields.String(validate=validate.OneOf(("stdout", "stderr")))
 
@@ -138,7 +138,7 @@ class ContainerLog(_Data):
 class ContainerStopped(_Data):
     container_id = _str(required=True)
     container_name = _str(required=True)
-    timestamp = _str(required=True)                     # RFC 3339
+    timestamp = _str(required=True, metadata={"doc": "RFC 3339"})
     service_uid = _str()                                # from Docker events
     deployment_uid = _str()
     action = _str()
@@ -157,7 +157,7 @@ class MonitoringAlert(_Data):
     container_name = _str(required=True)
     severity = _one_of("info", "warning", "error", "critical")
     message = _str(required=True)
-    timestamp = _str(required=True)                     # RFC 3339
+    timestamp = _str(required=True, metadata={"doc": "RFC 3339"})
     resolved = StrictBoolean(required=True)
 
 
@@ -165,7 +165,7 @@ class RollbackStatusUpdate(_Data):
     service_uid = _str(required=True)
     status = _one_of("rolling_back", "running", "failed")
     message = _str(required=True)
-    timestamp = _int(required=True)                     # Unix seconds
+    timestamp = _int(required=True, metadata={"doc": "Unix seconds"})
     rolled_back_to = _str()
     code = _str()
 
@@ -186,7 +186,7 @@ class BackupStatusUpdate(_Data):
     service_uid = _str(required=True, allow_none=True)
     status = _one_of("in_progress", "completed", "failed")
     backup_type = _one_of("manual", "scheduled", "pre_restore")
-    started_at = _str()
+    started_at = _str(metadata={"doc": "RFC 3339"})
     file_path = _str()
     file_size = _int()
     size = _int()
