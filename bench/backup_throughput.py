@@ -5,9 +5,10 @@ the agent's DatabaseService, generates --size-mb of table data server-side, then
 
   baseline   docker exec ... pg_dump -Fc --compress=0 | zstd -3 > file   (the CLI and zstd(1))
   agent      DatabaseService.backup (zstd level 3, python-zstandard off the hub)
-  agent-gz   the same with compression=gzip (level 6)
+  agent-gz   the same with compression=gzip (level 6), with --gzip
 
-and prints seconds, MiB/s, the ratio to the baseline and the worker's RSS growth.
+in --runs interleaved rounds (3 by default, issue 19: the median of 3), and prints the median
+seconds, MiB/s, the ratio to the baseline and the largest RSS growth of the agent.
 Run as root on the test machine:  .venv/bin/python bench/backup_throughput.py --size-mb 1024
 """
 from gevent import monkey
@@ -17,6 +18,7 @@ monkey.patch_all()
 import argparse  # noqa: E402
 import os  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -46,7 +48,8 @@ BYTES_PER_ROW = 265  # id + repeat(md5, 8) in pg_dump's custom format, measured
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mb", type=int, default=1024, help="uncompressed dump size (default 1024)")
-    parser.add_argument("--runs", type=int, default=1, help="repetitions per variant (best is kept)")
+    parser.add_argument("--runs", type=int, default=3, help="rounds of the variants (the median is kept)")
+    parser.add_argument("--gzip", action="store_true", help="also time the agent with gzip (level 6)")
     args = parser.parse_args()
     daemon = DockerDaemon().start()
     work = tempfile.mkdtemp(prefix="pulseup-bench-")
@@ -74,17 +77,39 @@ def run(daemon, work, args):
         ["psql", "-U", "admin", "-d", "app", "-qc",
          f"CREATE UNLOGGED TABLE big AS SELECT g AS id, repeat(md5(g::text), 8) AS v FROM generate_series(1, {rows}) g"])
     print(f"generated {rows} rows in {time.monotonic() - started:.1f} s")
-    baseline = best(args.runs, lambda: time_baseline(daemon.host, work))
-    report("baseline pg_dump | zstd -3", baseline, baseline)
-    for label, compression in (("agent zstd", "zstd"), ("agent gzip", "gzip")):
-        result = best(args.runs, lambda: time_agent(services, compression))
+    variants = [("baseline pg_dump | zstd -3", lambda: time_baseline(daemon.host, work)),
+                ("agent zstd", lambda: time_agent(services, "zstd"))]
+    if args.gzip:
+        variants.append(("agent gzip", lambda: time_agent(services, "gzip")))
+    results = interleaved(args.runs, variants)
+    baseline = results["baseline pg_dump | zstd -3"]
+    for label, result in results.items():
         report(label, result, baseline)
+    report_rows(args, results)
     services.close()
     client.close()
 
 
-def best(runs, func):
-    return min((func() for _ in range(runs)), key=lambda r: r[0])
+def interleaved(runs, variants):
+    """{label: (median time, size, largest RSS growth)}: the variants take turns, ``runs`` rounds,
+    so a busy moment of the shared machine does not land on one side only."""
+    samples = {label: [] for label, _ in variants}
+    for round_ in range(runs):
+        for label, func in variants:
+            samples[label].append(func())
+            print(f"  round {round_ + 1} {label}: {samples[label][-1][0]:.2f} s", flush=True)
+    return {label: (statistics.median(r[0] for r in rows), rows[0][1], max(r[2] for r in rows))
+            for label, rows in samples.items()}
+
+
+def report_rows(args, results):
+    """RESULT rows for bench/run.py (issue 19: <= 1.05x the time, RSS growth <= 30 MB)."""
+    from bench.common import report as result_row
+    base = results["baseline pg_dump | zstd -3"]
+    note = f"{args.size_mb} MiB dump, median of {args.runs}; baseline: docker exec pg_dump | zstd -3"
+    result_row("backup", "zstd backup time", results["agent zstd"][0], "s", base[0], note=note + "; goal <= 1.05x")
+    result_row("backup", "RSS growth during the backup", results["agent zstd"][2] / 2**20, "MiB",
+               note="peak RSS minus RSS before, largest of the runs; goal <= 30 MB")
 
 
 def time_baseline(host, work):

@@ -27,9 +27,6 @@ import gevent.event  # noqa: E402
 import gevent.server  # noqa: E402
 import websocket  # noqa: E402
 from gevent import ssl  # noqa: E402
-from wsproto import ConnectionType, WSConnection  # noqa: E402
-from wsproto.events import (AcceptConnection, CloseConnection, Message, Ping,  # noqa: E402
-                            Request, TextMessage)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_PREFIX = "RESULT "
@@ -141,6 +138,9 @@ class EchoServer:
             self.server.stop(timeout=1)
 
     def _handle(self, sock, address):
+        # imported here: `python -m bench.common worker` imports this module too, and wsproto
+        # (with h11, ~1 MB) is no part of a real worker (bench/footprint.py)
+        from wsproto import ConnectionType, WSConnection
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ws = WSConnection(ConnectionType.SERVER)
         try:
@@ -151,6 +151,7 @@ class EchoServer:
             sock.close()
 
     def _serve(self, sock, ws):
+        from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage
         parts = []
         while True:
             data = sock.recv(65536)
