@@ -189,6 +189,30 @@ def test_restore_refusals(db, backup, wire, e2e_agent):
                  timeout=120)
 
 
+@covers("database.backup.restore", "database.backup.download", outcome="refusal")
+def test_a_tampered_backup_is_neither_restored_nor_uploaded(db, backup, wire, docker_client):
+    """The stored file no longer matches its manifest's sha256: integrity_error, the database
+    untouched, nothing uploaded."""
+    uid, made = db[0], backup[0]
+    with open(made["backup_path"], "rb") as handle:
+        original = handle.read()
+    psql(docker_client, uid, "DELETE FROM notes; INSERT INTO notes VALUES ('current');")
+    mark = wire.mark()
+    try:
+        with open(made["backup_path"], "r+b") as handle:
+            handle.seek(len(original) // 2)
+            handle.write(bytes([original[len(original) // 2] ^ 0xFF]))
+        wire.refused("database.backup.restore", {"service_uid": uid, "backup_uid": made["backup_uid"],
+                                                 "safety_backup": False}, "integrity_error", timeout=120)
+        wire.refused("database.backup.download", {"service_uid": uid, "backup_uid": made["backup_uid"]},
+                     "integrity_error", timeout=120)
+    finally:
+        with open(made["backup_path"], "wb") as handle:
+            handle.write(original)
+    assert psql(docker_client, uid, "SELECT body FROM notes") == "current"
+    assert [e["status"] for e in wire.events("update_service_status", mark, lambda e: e["service_uid"] == uid)] == []
+
+
 @covers("database.backup.download", outcome="success")
 def test_upload_to_the_control_plane(db, backup, wire, devserver, e2e_agent):
     uid, made = db[0], backup[0]
