@@ -20,6 +20,7 @@ import json
 import os
 import pwd
 import random
+import secrets
 import shutil
 import socket
 import subprocess
@@ -45,8 +46,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 LAUNCHER = os.path.join(ROOT, "tests", "e2e", "agent_run.py")
 VENV_PYTHON = os.path.join(ROOT, ".venv", "bin", "python")
 WORKER_USER = "pulseup-test-worker"     # as tests/integration/privilege
-SSH_USER = "pulseup-e2e-ssh"
-SSH_HOME = "/tmp/pulseup-e2e-ssh-home"
 
 
 def pytest_configure(config):
@@ -86,13 +85,22 @@ def worker_user():
 
 @pytest.fixture(scope="package")
 def ssh_user(worker_user):
-    """A local account whose authorized_keys the agent may manage (PULSEUP_SSH_USERS)."""
-    pw = _system_user(SSH_USER, SSH_HOME)
-    shutil.rmtree(pw.pw_dir, ignore_errors=True)
+    """A local account whose authorized_keys the agent may manage (PULSEUP_SSH_USERS); one per
+    session, with its home in a session dir, so that parallel sessions never share a file."""
+    for stale in pwd.getpwall():     # of killed sessions, whose dirs were swept already
+        if stale.pw_name.startswith("pe2essh") and not os.path.isdir(stale.pw_dir):
+            subprocess.run(["userdel", stale.pw_name], check=False, capture_output=True)
+    home = make_tempdir("e2essh")
+    os.chmod(home, 0o755)
+    name = "pe2essh" + secrets.token_hex(3)
+    pw = _system_user(name, os.path.join(home, name))
     os.makedirs(pw.pw_dir, mode=0o750)
     os.chown(pw.pw_dir, pw.pw_uid, pw.pw_gid)
-    yield pw
-    shutil.rmtree(pw.pw_dir, ignore_errors=True)
+    try:
+        yield pw
+    finally:
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")

@@ -234,6 +234,7 @@ def test_uninstall_refused_when_the_flag_cannot_be_created(wire, e2e_agent):
     home = e2e_agent.home
     flag_dir = home.dir("roots/run/pulseup-agent")
     shutil.rmtree(flag_dir, ignore_errors=True)
+    os.makedirs(os.path.dirname(flag_dir), exist_ok=True)
     with open(flag_dir, "w") as handle:          # a file where the flag's directory belongs
         handle.write("in the way\n")
     ran_before = os.path.exists(home.uninstall_record) and os.path.getsize(home.uninstall_record)
