@@ -312,8 +312,16 @@ class Swap:
         return False
 
     def _discard(self):
-        if self.container is not None:
-            self._remove_quietly(self.container, "deploy_container")
+        if self.container is None:
+            # interrupted (cancel, deadline) between the engine creating the candidate and the
+            # SDK returning it: find it by its name, unique to this version
+            name = container_name(self.release.service_uid, self.version, candidate=True)
+            try:
+                with translate(f"find {name}"):
+                    self.container = self.docker.client.containers.get(name)
+            except AgentError:
+                return
+        self._remove_quietly(self.container, "deploy_container")
 
     def _remove_quietly(self, container, step_id, stop=False):
         """Stop (30 s grace) and remove; a failure here is only a warning (docs/commands.md, "Deployments")."""

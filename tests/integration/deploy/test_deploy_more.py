@@ -7,6 +7,7 @@ import time
 import gevent
 import requests
 
+from agent.errors import AgentError
 from harness import free_port
 from harness.gitserver import APP_DOCKERFILE
 
@@ -179,3 +180,22 @@ def test_cancel_during_the_gate_removes_the_candidate(deploy_agent, git_server, 
     terminal = [e["status"] for e in deploy_agent.events_named("update_deployment_status")
                 if e["status"] != "in_progress"]
     assert terminal == ["cancelled"]
+
+
+def test_interrupted_between_create_and_its_return_leaves_no_candidate(deploy_agent, git_server, docker_client,
+                                                                        cleanup_service, monkeypatch):
+    """The engine created the candidate, the SDK had not returned it yet (its inspect call)
+    when the deploy was interrupted: the candidate is still found and removed."""
+    uid = "interrupted-create"
+    cleanup_service(uid)
+    _, sha1 = git_server.add_repo(uid, {"Dockerfile": SLEEPER_DOCKERFILE})
+    from docker.models.containers import ContainerCollection   # a new collection per access
+    real_create = ContainerCollection.create
+
+    def create_then_interrupt(self, image, **kwargs):
+        real_create(self, image, **kwargs)
+        raise AgentError("cancelled", "interrupted right after the engine created the container")
+    monkeypatch.setattr(ContainerCollection, "create", create_then_interrupt)
+    reply = deploy_agent.call("service.app.deploy", _request(git_server, uid, "interrupt-1", sha1, internal_port=8080))
+    assert (reply["success"], reply["code"]) == (False, "cancelled")
+    assert docker_client.containers.list(all=True, filters={"label": f"pulseup.service_uid={uid}"}) == []
