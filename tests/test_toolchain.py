@@ -65,6 +65,7 @@ TOOLS = {
     "logrotate": ("/usr/sbin/logrotate", "logrotate", "logrotate"),
     "systemd-analyze": ("/usr/bin/systemd-analyze", "systemd", "systemd"),
     "useradd": ("/usr/sbin/useradd", "passwd", "passwd"),
+    "userdel": ("/usr/sbin/userdel", "passwd", "passwd"),
     "runuser": ("/sbin/runuser", "util-linux", "util-linux"),
     "ssh-keygen": ("/usr/bin/ssh-keygen", "openssh-client", "openssh-client"),
     "ps": ("/bin/ps", "procps", "procps"),
