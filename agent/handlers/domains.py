@@ -50,26 +50,27 @@ def _is_change(request):
 
 def manage(ctx, request):
     action, uid, proxy = _action(request), request["service_uid"], ctx.services.proxy
-    try:
-        if action == "upsert":
-            managed = request.get("managed_certificate", request.get("ssl", True))
-            domain_info = proxy.upsert(
-                uid, request["domain"], request["port"], request["protocol"], managed,
-                request.get("force_https"), request["redirect_www"], request.get("email"))
-            return {"success": True, "message": "domain configured successfully",
-                    "domain": domain_info["domain"], "domain_info": domain_info}
-        if action == "remove":
-            name = proxy.remove(uid, request["domain"])
-            return {"success": True, "message": "domain removed successfully", "domain": name}
-        if action == "status":
-            return {"success": True, "domain_info": proxy.status(uid, request["domain"])}
-        raise AgentError("unimplemented", f"unknown action: {request['action']}", field="action")
-    except AgentError as exc:
-        # docs/commands.md, "Domains and the proxy": the failure data carries success, message and code
-        exc.details = dict(exc.details, success=False, message=exc.message)
-        raise
+    if action == "upsert":
+        managed = request.get("managed_certificate", request.get("ssl", True))
+        domain_info = proxy.upsert(
+            uid, request["domain"], request["port"], request["protocol"], managed,
+            request.get("force_https"), request["redirect_www"], request.get("email"))
+        return {"success": True, "message": "domain configured successfully",
+                "domain": domain_info["domain"], "domain_info": domain_info}
+    if action == "remove":
+        name = proxy.remove(uid, request["domain"])
+        return {"success": True, "message": "domain removed successfully", "domain": name}
+    if action == "status":
+        return {"success": True, "domain_info": proxy.status(uid, request["domain"])}
+    raise AgentError("unimplemented", f"unknown action: {request['action']}", field="action")
+
+
+def _failure_details(exc):
+    """docs/commands.md, "Domains and the proxy": every failure's data carries success and message
+    beside code (refusals of the request schema included)."""
+    return {"success": False, "message": exc.message}
 
 
 def register(registry):
     registry.add("service.domain.manage", manage, DomainManageSchema(),
-                 spec("service.domain.manage", applies=_is_change))
+                 spec("service.domain.manage", applies=_is_change), error_details=_failure_details)

@@ -40,16 +40,18 @@ class Command:
     raw: bool = False              # handler receives data verbatim (agent.ping echoes null)
     privileged: bool = False       # needs the supervisor
     wrappable: bool = True         # reachable through the `command` / `call` wrappers
+    error_details: Optional[Callable] = None   # exc -> extra fields of every failure's data
 
 
 class Registry:
     def __init__(self):
         self._commands = {}
 
-    def add(self, name, func, schema=None, operation=None, raw=False, privileged=False, wrappable=True):
+    def add(self, name, func, schema=None, operation=None, raw=False, privileged=False, wrappable=True,
+            error_details=None):
         if name in self._commands:
             raise ValueError(f"command {name!r} is already registered")
-        self._commands[name] = Command(name, func, schema, operation, raw, privileged, wrappable)
+        self._commands[name] = Command(name, func, schema, operation, raw, privileged, wrappable, error_details)
 
     def command(self, name, schema=None, operation=None, raw=False, privileged=False, wrappable=True):
         """Decorator form of :meth:`add`."""

@@ -279,6 +279,9 @@ class Dispatcher:
             self._respond(message.call_id, envelope.response_frame(message.call_id, True, result), durable)
 
     def _answer_error(self, message, exc, operation_id=None, durable=True):
+        command = self.registry.get(message.event) if message.event else None
+        if command is not None and command.error_details is not None:
+            exc.details = dict(exc.details, **command.error_details(exc))
         if message.type == "legacy":
             self.send_direct(envelope.legacy_response(False, exc.reply_data(), exc.message, exc.code))
         elif message.type == "call":

@@ -95,8 +95,8 @@ def test_domain_upsert_status_and_remove_through_the_proxy(app, wire, e2e_agent)
 
 
 def _domain_refused(wire, data, code):
-    """docs/commands.md, `service.domain.manage`: the failure data also carries success and message. Refusals by the
-    request schema (before the handler runs) carry the generic shape {code, field} only."""
+    """docs/commands.md, `service.domain.manage`: every failure's data also carries success and message, refusals
+    by the request schema included."""
     reply = wire.refused("service.domain.manage", data, code, timeout=120)
     assert reply["data"]["success"] is False and reply["data"]["message"], (data, reply)
     return reply
@@ -107,8 +107,9 @@ def test_domain_refusals(app, wire):
     uid = app[0]
     for bad in ("*.example.test", "example", "1.2.3.4", "a..example.test", "-x.example.test"):
         _domain_refused(wire, {"action": "add", "service_uid": uid, "domain": bad, "port": 8080}, "invalid_argument")
-    wire.refused("service.domain.manage", {"action": "add", "service_uid": uid, "domain": "p.example.test"},
-                 "invalid_argument", field="port")
+    missing_port = wire.refused("service.domain.manage", {"action": "add", "service_uid": uid,
+                                                          "domain": "p.example.test"}, "invalid_argument", field="port")
+    assert missing_port["data"]["success"] is False and missing_port["data"]["message"], missing_port
     _domain_refused(wire, {"action": "status", "service_uid": uid, "domain": "never.example.test"}, "not_found")
     _domain_refused(wire, {"action": "remove", "service_uid": uid, "domain": "never.example.test"}, "not_found")
     _domain_refused(wire, {"action": "add", "service_uid": unique("e2e-none"), "domain": "lonely.example.test",
