@@ -182,7 +182,7 @@ def check_certificate(cert, key, ca_certs, now=None):
         matches = False
     if not matches:
         raise CertificateInvalid("the certificate does not match the agent's key")
-    if not any(_issued_by(cert, ca) for ca in ca_certs):
+    if not any(issued_by(cert, ca) for ca in ca_certs):
         raise CertificateInvalid("the certificate does not chain to the CA")
     now = now or _utcnow()
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
@@ -190,7 +190,8 @@ def check_certificate(cert, key, ca_certs, now=None):
                                  f"({_iso(cert.not_valid_before_utc)} to {_iso(cert.not_valid_after_utc)}; check the clock)")
 
 
-def _issued_by(cert, ca):
+def issued_by(cert, ca):
+    """Whether ``ca`` signed ``cert`` directly (names and signature)."""
     if cert.issuer != ca.subject:
         return False
     try:
