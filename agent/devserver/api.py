@@ -11,12 +11,11 @@ import os
 import re
 import uuid
 
-import gevent.queue
 
 from agent.devserver import ca as calib
 from agent.devserver import upload
 from agent.devserver.hub import CallTimeout, NotConnected
-from agent.devserver.http import HttpError, Response, json_response
+from agent.devserver.http import HttpError, Response, file_chunks, json_response, queued_or_keepalive
 from agent.devserver.store import TokenError
 
 SSE_KEEPALIVE_S = 15.0
@@ -158,17 +157,8 @@ def _update_file(api, name, content_type):
         size = os.path.getsize(path)
     except OSError as e:
         raise HttpError(404, "no such update file") from e
-    return Response(200, content_type=content_type, stream=_read_chunks(path),
+    return Response(200, content_type=content_type, stream=file_chunks(path),
                     headers=[("content-length", str(size))])
-
-
-def _read_chunks(path, size=65536):
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(size)
-            if not chunk:
-                return
-            yield chunk
 
 
 # Admin endpoints -------------------------------------------------------------------------
@@ -249,12 +239,11 @@ def events(api, req):
 def _sse(api, uid, queue):
     try:
         yield b": subscribed\n\n"
-        while True:
-            try:
-                name, frame = queue.get(timeout=SSE_KEEPALIVE_S)
-            except gevent.queue.Empty:
+        for item in queued_or_keepalive(queue, SSE_KEEPALIVE_S):
+            if item is None:
                 yield b": keep-alive\n\n"
                 continue
+            name, frame = item
             name = name.replace("\n", " ")
             yield ("event: %s\ndata: %s\n\n" % (name, json.dumps(frame))).encode()
     finally:

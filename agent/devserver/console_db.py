@@ -14,7 +14,7 @@ from agent.devserver import console_pages as pages
 from agent.devserver.console import SECURITY_HEADERS, ConsoleError, html, page_route, redirect
 from agent.devserver.console_jobs import call
 from agent.devserver.console_views import AGENT, DATABASE, UID_RE, _agent, discover, statuses
-from agent.devserver.http import Response
+from agent.devserver.http import Response, file_chunks
 
 SAFE_FILE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}\Z")
 BACKUP_RE = SAFE_FILE          # agent-made backup uids reach 106 characters
@@ -150,16 +150,9 @@ def backup_file(console, req, session):
     if found is None:
         raise ConsoleError(404, "this backup was not uploaded to the dev server")
     path, name = found
-    return Response(200, content_type="application/octet-stream", stream=_chunks(path),
+    return Response(200, content_type="application/octet-stream", stream=file_chunks(path),
                     headers=[("content-length", str(os.path.getsize(path))),
                              ("content-disposition", 'attachment; filename="%s"' % name)]
                     + SECURITY_HEADERS)
 
 
-def _chunks(path, size=65536):
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(size)
-            if not chunk:
-                return
-            yield chunk

@@ -12,6 +12,7 @@ import time
 import gevent.queue
 
 from agent.devserver.console_jobs import call
+from agent.devserver.http import queued_or_keepalive
 
 STATS_INTERVAL_S = 2.0
 CONTAINERS_EVERY = 5          # stats ticks between two container samples
@@ -105,12 +106,11 @@ def deployment_stream(server, jobs, uid, deployment_uid):
         job = jobs.find(uid, deployment_uid)
         if job is not None:
             yield frame_event("console_job", {"type": "console_job", "data": job.as_dict()})
-        while True:
-            try:
-                name, frame = queue.get(timeout=KEEPALIVE_S)
-            except gevent.queue.Empty:
+        for item in queued_or_keepalive(queue, KEEPALIVE_S):
+            if item is None:
                 yield b": keep-alive\n\n"
                 continue
+            name, frame = item
             if id(frame) not in seen and _is_deployment_frame(frame, name, deployment_uid):
                 yield frame_event(name, frame)
     finally:
@@ -149,12 +149,11 @@ class LogFollowers:
 
     @staticmethod
     def _forward(queue, service_uid):
-        while True:
-            try:
-                name, frame = queue.get(timeout=KEEPALIVE_S)
-            except gevent.queue.Empty:
+        for item in queued_or_keepalive(queue, KEEPALIVE_S):
+            if item is None:
                 yield b": keep-alive\n\n"
                 continue
+            name, frame = item
             data = frame.get("data")
             if name == "container_log" and isinstance(data, dict) \
                     and data.get("service_uid") == service_uid:

@@ -93,6 +93,28 @@ class Request:
         return obj
 
 
+def file_chunks(path, size=65536):
+    """A file's bytes in chunks, for a streamed response body."""
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(size)
+            if not chunk:
+                return
+            yield chunk
+
+
+def queued_or_keepalive(queue, keepalive):
+    """The items of ``queue`` as they arrive, and None after every ``keepalive`` seconds of
+    silence (an SSE stream then writes a comment line, so proxies keep it open)."""
+    import gevent.queue
+
+    while True:
+        try:
+            yield queue.get(timeout=keepalive)
+        except gevent.queue.Empty:
+            yield None
+
+
 class HttpConnection:
     """Serves requests on `sock` until it closes; `upgrade(req, sock, trailing)` takes over
     the socket for a WebSocket upgrade, `handle(req) -> Response` answers everything else."""
