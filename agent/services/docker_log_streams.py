@@ -126,8 +126,8 @@ class LogStream:
     def _follow(self, container):
         self._reader = LogReader(self.services.docker, container, follow=True,
                                  tail=self._tail, since=self._since)
-        for stream, line in self._reader.lines():
-            self.add(stream, line)
+        for stream, block in self._reader.runs():
+            self.add_block(stream, block)
         # end of stream: the container stopped; continue after what we have seen
         self._tail, self._since = "all", time.time()
 
@@ -161,17 +161,21 @@ class LogStream:
     # -- batching -------------------------------------------------------------------
 
     def add(self, stream, line):
-        """Queue one line (bytes); flush at once when a full event is waiting."""
-        self._pending.append((stream, line))
-        self._pending_bytes += len(line) + 1
+        """Queue one line (bytes, no newline); flush at once when a full event is waiting."""
+        self.add_block(stream, bytes(line) + b"\n")
+
+    def add_block(self, stream, block):
+        """Queue complete lines (bytes, each ending in a newline, none over MAX_LINE_BYTES)."""
+        self._pending.append((stream, block))
+        self._pending_bytes += len(block)
         if self._pending_bytes >= EVENT_BYTES:
             self.flush()
 
     def flush(self):
         with self._flush_lock:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
-            for stream, lines in _batches(pending):
-                self._emit("log", "\n".join(decode(line) for line in lines), stream=stream)
+            for stream, text in _events(pending):
+                self._emit("log", text, stream=stream)
 
     def _emit(self, kind, message, stream=None):
         data = {"service_uid": self.service_uid, "message": message, "type": kind,
@@ -186,6 +190,33 @@ class LogStream:
     def _error(self, message):
         _log.warning("service %s: %s", self.service_uid, message)
         self._emit("error", message)
+
+
+def _events(pending):
+    """``(stream, text)`` of container_log events from queued blocks: consecutive blocks of one
+    stream joined, cut at line ends into texts of at most EVENT_BYTES (the lines of _batches,
+    decoded once per event instead of once per line)."""
+    for stream, data in _runs(pending):
+        start, size = 0, len(data)
+        while start < size:
+            cut = data.rfind(b"\n", start, start + EVENT_BYTES + 1)
+            if cut < start:         # no line end within reach: add_block's contract was broken
+                cut = data.find(b"\n", start)
+                cut = size if cut < 0 else cut
+            yield stream, decode(data[start:cut])
+            start = cut + 1
+
+
+def _runs(pending):
+    current, parts = None, []
+    for stream, block in pending:
+        if parts and stream != current:
+            yield current, b"".join(parts)
+            parts = []
+        current = stream
+        parts.append(block)
+    if parts:
+        yield current, b"".join(parts)
 
 
 def _batches(pending):

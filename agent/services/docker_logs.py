@@ -22,6 +22,10 @@ STREAMS = {0: "stdout", 1: "stdout", 2: "stderr"}   # 0 is stdin, echoed only wi
 CONNECT_TIMEOUT = 10.0
 READ_TIMEOUT = 60.0
 MAX_LINE_BYTES = 64 * 1024        # longer lines are cut into pieces of this size
+READ_BYTES = 256 * 1024           # one read of a chunked log body
+MAX_CHUNK_LINE = 1024             # a chunk-size line longer than this is not HTTP
+MAX_CHUNK_BYTES = 8 << 20         # the engine's chunks hold one frame (json-file entries are <= 16 KiB)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,8})(?:;[^\r\n]*)?")
 FETCH_BUDGET = 448 * 1024         # JSON bytes of `logs`, leaving room in a 512 KiB frame
 _RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z\Z")
 
@@ -85,6 +89,10 @@ class LogReader:
         response = self._response
         if response is None:
             return
+        http = getattr(getattr(response, "raw", None), "_fp", None)     # http.client.HTTPResponse
+        if getattr(http, "chunked", False) and http.chunk_left is None and hasattr(http.fp, "read1"):
+            yield from _dechunk(http.fp)
+            return
         yield from response.iter_content(chunk_size=None)
 
     def _demux(self):
@@ -100,6 +108,52 @@ class LogReader:
                 yield STREAMS.get(kind, "stdout"), bytes(buffer[offset + HEADER.size:end])
                 offset = end
             del buffer[:offset]
+
+    def runs(self):
+        """Yield ``(stream_name, block)``: complete lines of one stream, each ending in a newline,
+        in the engine's order; the same lines as :meth:`lines` (a last unterminated line gets a
+        newline) with one object per run of frames that arrived together, not one per line
+        (issue 19: streaming at the engine's speed)."""
+        partial = {"stdout": bytearray(), "stderr": bytearray()}
+        for group in self._frame_groups():
+            current, parts = None, []
+            for stream, payload in group:
+                if stream != current:
+                    if parts:
+                        yield _block(current, parts)
+                    current, parts = stream, []
+                pending = partial[stream]
+                if pending or not payload.endswith(b"\n"):     # a line split across frames
+                    parts.extend(_complete(pending, payload))
+                else:
+                    parts.append(payload)
+            if parts:
+                yield _block(current, parts)
+        for stream, pending in partial.items():
+            if pending:
+                yield _block(stream, [bytes(pending) + b"\n"])
+
+    def _frame_groups(self):
+        """Lists of ``(stream_name, payload)``: the frames complete in each chunk read."""
+        with translate("log stream"):
+            if self.tty:
+                for chunk in self._chunks():
+                    yield [("stdout", chunk)]
+                return
+            buffer, unpack, size = bytearray(), HEADER.unpack_from, HEADER.size
+            for chunk in self._chunks():
+                buffer += chunk
+                offset, end, group = 0, len(buffer), []
+                while end - offset >= size:
+                    kind, length = unpack(buffer, offset)
+                    stop = offset + size + length
+                    if stop > end:
+                        break
+                    group.append((STREAMS.get(kind, "stdout"), bytes(buffer[offset + size:stop])))
+                    offset = stop
+                del buffer[:offset]
+                if group:
+                    yield group
 
     def lines(self):
         """Yield ``(stream_name, line_bytes)``: complete lines without their newline, long
@@ -124,19 +178,92 @@ class LogReader:
                 yield from _cut(stream, pending)
 
 
+def _dechunk(fp, size=READ_BYTES):
+    """The body of a chunked HTTP response (RFC 9112 7.1) read from ``fp`` in large reads: what
+    the engine sent together comes out as one piece. The engine writes one chunk per log frame,
+    and urllib3's per-chunk reads cost several times the frame's own handling (issue 19).
+    Raises AgentError(unavailable) on a malformed chunk header."""
+    buffer = bytearray()
+    while True:
+        data = fp.read1(size)
+        if not data:
+            return      # the engine closed the connection (a follow stream of a stopped container)
+        buffer += data
+        pieces, pos, end = [], 0, len(buffer)
+        while True:
+            eol = buffer.find(b"\r\n", pos)
+            if eol < 0:
+                if end - pos > MAX_CHUNK_LINE:
+                    raise AgentError("unavailable", "log stream: malformed chunk header")
+                break
+            length = _chunk_length(buffer[pos:eol])
+            if length == 0:
+                if pieces:
+                    yield b"".join(pieces)
+                return
+            stop = eol + 2 + length
+            if stop + 2 > end:
+                break
+            pieces.append(buffer[eol + 2:stop])
+            pos = stop + 2
+        del buffer[:pos]
+        if pieces:
+            yield b"".join(pieces)
+
+
+def _chunk_length(line):
+    """The size of a chunk-size line (hex digits, optional extensions); AgentError otherwise."""
+    match = _CHUNK_SIZE.fullmatch(line)
+    length = int(match.group(1), 16) if match else -1
+    if not 0 <= length <= MAX_CHUNK_BYTES:
+        raise AgentError("unavailable", "log stream: malformed chunk header")
+    return length
+
+
+def _complete(pending, payload):
+    """Complete lines (with their newlines) out of ``pending`` + ``payload``; the rest stays in
+    ``pending`` unless it reached MAX_LINE_BYTES (then it is a line of its own, as in lines())."""
+    pending += payload
+    out = []
+    last = pending.rfind(b"\n")
+    if last >= 0:
+        out.append(bytes(pending[:last + 1]))
+        del pending[:last + 1]
+    if len(pending) >= MAX_LINE_BYTES:
+        out.append(bytes(pending) + b"\n")
+        pending.clear()
+    return out
+
+
 def _cut(stream, line):
     """Pieces of at most MAX_LINE_BYTES, cut at UTF-8 character boundaries."""
     line = bytes(line)
     if line.endswith(b"\r"):
         line = line[:-1]
+    for piece in _pieces(line):
+        yield stream, piece
+
+
+def _pieces(line):
     while len(line) > MAX_LINE_BYTES:
         cut = MAX_LINE_BYTES
         while cut > 0 and (line[cut] & 0xC0) == 0x80:
             cut -= 1
         cut = cut or MAX_LINE_BYTES
-        yield stream, line[:cut]
+        yield line[:cut]
         line = line[cut:]
-    yield stream, line
+    yield line
+
+
+def _block(stream, parts):
+    """(stream, bytes) of complete lines from ``parts`` (each ending in a newline): one ``\r``
+    before each newline dropped and lines longer than MAX_LINE_BYTES cut, as lines() does."""
+    data = b"".join(parts) if len(parts) > 1 else parts[0]
+    if b"\r" in data:
+        data = data.replace(b"\r\n", b"\n")
+    if len(data) > MAX_LINE_BYTES and any(len(line) > MAX_LINE_BYTES for line in data.split(b"\n")):
+        data = b"".join(piece + b"\n" for line in data.split(b"\n")[:-1] for piece in _pieces(line))
+    return stream, data
 
 
 def decode(line):
