@@ -203,7 +203,10 @@ def measure(runs):
         _proc, uid = lab.start_worker(
             "deploy", docker_host=daemon.host, caddy_image=caddy_image, caddy_http_port=caddy_port,
             caddy_https_port=common.free_port(), caddy_tls_issuer="internal", allow_insecure_transport="true",
-            pulseup_git_allowed_hosts=f"127.0.0.1:{git.port}", max_concurrent_commands=8)
+            pulseup_git_allowed_hosts=f"127.0.0.1:{git.port}", max_concurrent_commands=8,
+            apps_dir=f"{lab.work}/apps", deployment_dir=f"{lab.work}/deployments",
+            deployment_log_dir=f"{lab.work}/deployment-logs")
+        print(f"worker files under {lab.work}", flush=True)
         agent, hand = AgentSide(lab, uid, git), HandSide(daemon, git, work)
         warm_up(agent, git, caddy_port)
         return [one_round(index, agent, hand, git, caddy_port) for index in range(runs)]
