@@ -44,7 +44,7 @@ if [ ! -x .venv/bin/python ] || [ setup.cfg -nt .venv/.installed ]; then
   touch .venv/.installed
 fi
 
-args=(-p no:cacheprovider -q -r fEs)
+args=(-p no:cacheprovider -q -r fEs --durations=25)
 [ "$verbose" = 1 ] && args+=(-v)
 [ -n "$kexpr" ] && args+=(-k "$kexpr")
 [ "$coverage" = 1 ] && args+=(--cov=agent --cov-report=term-missing)
