@@ -362,20 +362,27 @@ class GitService:
 
     def _checkout(self, tree, token, branch, commit_sha, ctx):
         run = self.runner.run
-        if branch is None:
-            branch = self.default_branch(tree, token, ctx)
-        run(["fetch", "--prune", "--force", "--no-tags", "--no-recurse-submodules", "origin",
-             f"+refs/heads/{branch}:refs/remotes/origin/{branch}"], tree, token=token, ctx=ctx,
-            what=f"git fetch of branch {branch}")
-        target = f"refs/remotes/origin/{branch}"
-        if commit_sha:
-            target = self._resolve_commit(tree, commit_sha, token, ctx)
+        if commit_sha and len(commit_sha) == 40 and self._rev_parse(tree, commit_sha, ctx) == commit_sha:
+            target = commit_sha     # the full commit is here already (a redeploy): no fetch
+        else:
+            target = self._fetch(tree, token, branch, commit_sha, ctx)
         run(["checkout", "-q", "--force", "--detach", target], tree, ctx=ctx, what="git checkout")
         run(["reset", "-q", "--hard", target], tree, ctx=ctx, what="git reset")
         run(["clean", "-ffdxq"], tree, ctx=ctx, what="git clean")
         head = run(["rev-parse", "HEAD"], tree, ctx=ctx).strip()
         if commit_sha and not head.startswith(commit_sha):
             raise AgentError("not_found", f"commit {commit_sha}: HEAD is {head} after checkout")
+
+    def _fetch(self, tree, token, branch, commit_sha, ctx):
+        """Fetch the branch (and the commit when the branch does not reach it); the target."""
+        if branch is None:
+            branch = self.default_branch(tree, token, ctx)
+        self.runner.run(["fetch", "--prune", "--force", "--no-tags", "--no-recurse-submodules", "origin",
+                         f"+refs/heads/{branch}:refs/remotes/origin/{branch}"], tree, token=token, ctx=ctx,
+                        what=f"git fetch of branch {branch}")
+        if commit_sha:
+            return self._resolve_commit(tree, commit_sha, token, ctx)
+        return f"refs/remotes/origin/{branch}"
 
     def _resolve_commit(self, tree, commit_sha, token, ctx):
         full = self._rev_parse(tree, commit_sha, ctx)

@@ -280,3 +280,15 @@ def test_remove_deletes_the_work_tree_and_the_git_dir(tmp_path):
     assert service.remove("svc") is True
     assert not os.path.exists(tree.work_tree) and not os.path.exists(tree.git_dir)
     assert service.remove("svc") is False
+
+
+def test_a_commit_already_in_the_repository_is_checked_out_without_fetching(tmp_path):
+    """A redeploy of the running commit: its remote (unreachable here) is never asked, the work
+    tree is still reset to the commit."""
+    service, tree = _seed(tmp_path)
+    head = service.runner.run(["rev-parse", "HEAD"], tree).strip()
+    (tmp_path / "apps" / "svc" / "a.txt").write_text("changed\n")
+    service._checkout(tree, None, "main", head, None)
+    assert (tmp_path / "apps" / "svc" / "a.txt").read_text() == "one\n"
+    with pytest.raises(AgentError):       # a commit that is not here still needs the remote
+        service._checkout(tree, None, "main", "f" * 40, None)
