@@ -254,7 +254,9 @@ def test_handler_shapes_replies_and_failures(env):
         handler.manage(ctx, {"action": "add", "service_uid": "svc", "domain": "*.a.com", "port": 1,
                              "protocol": "http", "redirect_www": "none"})
     assert err.value.code == "invalid_argument"
-    assert err.value.reply_data()["success"] is False and err.value.reply_data()["message"]
+    # the registered error_details (applied by the dispatcher to every failure) add success and message
+    details = handler._failure_details(err.value)
+    assert details["success"] is False and details["message"] == err.value.message
     with pytest.raises(AgentError) as err:
         handler.manage(ctx, {"action": "frobnicate", "service_uid": "svc", "domain": "a.com"})
     assert err.value.code == "unimplemented"
