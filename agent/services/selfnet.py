@@ -43,8 +43,6 @@ def attach(service, container_id, network=NETWORK):
     ``service`` is the DockerService. Returns "attached", "already" or "foreign" (the engine
     knows no such container).
     Raises AgentError (unavailable and the other docker codes)."""
-    import docker.errors
-
     try:
         with translate(f"container {container_id[:12]}"):
             container = service.client.containers.get(container_id)
@@ -55,12 +53,12 @@ def attach(service, container_id, network=NETWORK):
     if network in ((container.attrs.get("NetworkSettings") or {}).get("Networks") or {}):
         return "already"
     net = service.ensure_network(network)
-    with translate(f"connect to {network}"):
-        try:
+    try:
+        with translate(f"connect to {network}"):
             net.connect(container)
-        except docker.errors.APIError as exc:
-            if "already exists" not in str(exc):    # attached concurrently: fine
-                raise
+    except AgentError as exc:
+        if "already exists" not in exc.message:    # attached concurrently: fine
+            raise
     return "attached"
 
 

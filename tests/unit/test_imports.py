@@ -72,3 +72,18 @@ def test_the_checker_sees_every_import_form(tmp_path, monkeypatch):
         f"agent/worker/bad.py imports {name}" for name in (
             "agent.supervisor.seam", "agent.supervisor", "agent.supervisor.ops",
             "agent.supervisor.main", "agent.supervisor.main.run_main", "agent.supervisor.arbiter"))
+
+
+def test_only_the_docker_adapter_catches_docker_errors():
+    """One door per external system (docs/design.md): Docker's exceptions are translated in
+    agent/services/docker.py and nowhere else."""
+    allowed = {ROOT / "services" / "docker.py"}
+    catching = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if path in allowed:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ExceptHandler) and node.type is not None \
+                    and "docker.errors" in ast.unparse(node.type):
+                catching.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    assert catching == []
