@@ -35,7 +35,7 @@ from harness import DockerDaemon  # noqa: E402
 from harness.images import build_base_image  # noqa: E402
 
 from agent import config  # noqa: E402
-from agent.handlers.context import CallContext  # noqa: E402
+from agent.services.context import CallContext  # noqa: E402
 from agent.services import Services  # noqa: E402
 from agent.services.database.backup import BackupJob  # noqa: E402
 from agent.services.database.provision import DeployRequest  # noqa: E402

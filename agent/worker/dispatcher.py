@@ -17,7 +17,7 @@ import gevent.pool
 
 from agent import __version__, log
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.protocol import envelope, events
 from agent.protocol.fields import load_request
 from agent.worker.operations import Job, OperationTable

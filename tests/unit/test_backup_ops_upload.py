@@ -10,7 +10,7 @@ import pytest
 
 from agent import config
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services import Services
 from agent.services.backups import upload as upload_mod
 from tests.unit.test_backup_ops_support import UploadStub, make_backup

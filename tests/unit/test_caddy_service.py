@@ -11,7 +11,7 @@ from gevent import pywsgi
 from agent import config
 from agent.errors import AgentError
 from agent.handlers import domains as handler
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services import EventSink
 from agent.services.caddy import CaddyService
 

@@ -12,7 +12,7 @@ import zstandard
 
 from agent import config
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services.database import backup, engines, manifest, restore
 from agent.services.database.backup import BackupJob
 from agent.services.database.target import DatabaseTarget

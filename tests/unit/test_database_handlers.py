@@ -80,7 +80,7 @@ def test_scripts_never_hold_secrets_and_quote_names():
 
 def test_backup_list_handler_without_docker(tmp_path):
     from agent import config
-    from agent.handlers.context import CallContext
+    from agent.services.context import CallContext
     from agent.services import Services
 
     services = Services(config.defaults().replace(pulseup_backup_dir=str(tmp_path)))

@@ -7,7 +7,7 @@ import pytest
 
 from agent import config
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services.build import BuildService, _consume
 
 

@@ -4,7 +4,7 @@ import gevent.server
 import pytest
 
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services.deploy.gate import ReadinessGate
 
 

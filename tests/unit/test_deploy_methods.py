@@ -9,7 +9,7 @@ import pytest
 from agent import config
 from agent.errors import AgentError
 from agent.handlers import deploy as handlers
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.protocol.fields import load_request
 from agent.services.deploy import DeployService, methods
 from agent.services.nixpacks import NixpacksService

@@ -5,7 +5,7 @@ import pytest
 
 from agent.errors import AgentError
 from agent.handlers import deploy as handlers
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.protocol.fields import load_request
 from agent.services.build import declared_args, select_build_args
 from agent.services.deploy import request as req

@@ -2,7 +2,7 @@ import pytest
 
 from agent.errors import AgentError
 from agent.handlers import logs as log_handlers
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
 from agent.services.docker_stats import cpu_figures, disk_figures, memory_figures, metrics, network_figures

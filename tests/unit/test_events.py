@@ -102,7 +102,7 @@ def test_durability_comes_from_the_catalogue_not_the_caller(tmp_path):
 
 
 def test_call_context_and_event_sink_check_in_strict_mode():
-    from agent.handlers.context import CallContext
+    from agent.services.context import CallContext
     from agent.services import EventSink
     seen = []
     ctx = CallContext(None, "test", emit=lambda e, d, durable: seen.append(e))

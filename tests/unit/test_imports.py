@@ -87,3 +87,16 @@ def test_only_the_docker_adapter_catches_docker_errors():
                     and "docker.errors" in ast.unparse(node.type):
                 catching.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
     assert catching == []
+
+
+# services/backups/upload.py loads the client certificate through the worker's identity module
+# (the upload is the one service that speaks mTLS to the control plane itself); handing the
+# identity in when services are built is left to do (issue 20).
+SERVICES_UP_KNOWN = {"agent/services/backups/upload.py imports agent.worker.identity"}
+
+
+@pytest.mark.parametrize("forbidden", ["agent.worker", "agent.handlers"])
+def test_services_never_reach_up(forbidden):
+    found = {line.split(" imports ")[0] + " imports " + ".".join(line.split(" imports ")[1].split(".")[:3])
+             for line in offenders(("services",), forbidden)}
+    assert found - SERVICES_UP_KNOWN == set()

@@ -7,7 +7,7 @@ import pytest
 
 from agent.errors import AgentError
 from agent.handlers import monitoring as monitoring_handlers
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
 from agent.services.monitoring import MonitoringService

@@ -7,7 +7,7 @@ import gevent
 import gevent.event
 
 from agent import log
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 
 
 def _logger():

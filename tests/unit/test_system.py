@@ -13,7 +13,7 @@ from gevent.pywsgi import WSGIServer
 
 from agent import config
 from agent.handlers import system as handlers
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
 from agent.services import Services

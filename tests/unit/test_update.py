@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from agent import __version__, config
 from agent.errors import AgentError
 from agent.handlers import update as handlers
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol import update as manifests
 from agent.protocol.fields import load_request

@@ -35,7 +35,7 @@ class LocalRunner:
         self.services.spawn(f"backup-run:{uid}", self._run, request, func)
 
     def _run(self, request, func):
-        from agent.handlers.context import CallContext
+        from agent.services.context import CallContext
         ctx = CallContext(self.services, COMMAND, deadline=time.monotonic() + TIMEOUT,
                           emit=self.services.events.emit)
         try:

@@ -11,7 +11,7 @@ import uuid
 import gevent
 import pytest
 
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services.database import manifest as mf
 from agent.services.database.provision import DeployRequest
 from tests.unit.test_backup_ops_handlers import Env

@@ -11,7 +11,7 @@ import pytest
 
 from agent.devserver.server import DevServer
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services import Services
 from agent.services.system import SystemService
 from agent.worker.identity import enroll

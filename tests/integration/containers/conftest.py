@@ -18,7 +18,7 @@ from ctsupport import LOOP, Sink, app_labels  # noqa: E402
 
 from agent import config  # noqa: E402
 from agent.handlers import agent_commands, lifecycle, logs, monitoring
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
 from agent.services import Services

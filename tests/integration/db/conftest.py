@@ -17,7 +17,7 @@ import dbimages  # noqa: E402
 from harness import require_service  # noqa: E402
 
 from agent import config  # noqa: E402
-from agent.handlers.context import CallContext  # noqa: E402
+from agent.services.context import CallContext  # noqa: E402
 from agent.services import Services  # noqa: E402
 
 

@@ -9,7 +9,7 @@ import pytest
 from helpers import PASSWORD, psql
 
 from agent.errors import AgentError
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.services.database.backup import BackupJob
 from agent.services.database.provision import DeployRequest
 

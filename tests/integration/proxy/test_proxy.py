@@ -10,7 +10,7 @@ from harness import wait_until
 
 from agent.errors import AgentError
 from agent.handlers import domains as handler
-from agent.handlers.context import CallContext
+from agent.services.context import CallContext
 from agent.protocol.fields import load_request
 from agent.services.caddy import service as caddy_service
 

@@ -1,6 +1,7 @@
 """What a handler gets besides its request: the call's context.
 
-The worker's dispatcher builds one per call. Handlers use it to reach the
+The worker's dispatcher builds one per call; services that run work of their own (a scheduled
+backup) build one too, which is why it lives with the services. Handlers use it to reach the
 services, push events, check for cancellation, register secrets and cleanup,
 mark the point of no return and call the control plane.
 """
