@@ -299,3 +299,18 @@ def _unknown_key(key, source):
     close = difflib.get_close_matches(key.upper(), BY_NAME, n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
     return f"unknown setting {key} in {source} (ignored){hint}"
+
+
+def api_base_url(cfg):
+    """The control plane's HTTP base URL (docs/protocol.md, "Enrollment and certificates"):
+    ``API_BASE_URL``, else ``WEBSOCKET_URL`` with ws->http, wss->https and the path cut at its
+    first ``/ws/`` (a path without ``/ws/`` is dropped). Raises ConfigError when neither is set."""
+    if cfg.api_base_url:
+        return cfg.api_base_url.rstrip("/")
+    if not cfg.websocket_url:
+        raise ConfigError("WEBSOCKET_URL (or API_BASE_URL) is not set")
+    parts = urlsplit(cfg.websocket_url)
+    scheme = {"ws": "http", "wss": "https"}[parts.scheme]
+    cut = parts.path.find("/ws/")
+    prefix = parts.path[:cut] if cut >= 0 else ""
+    return f"{scheme}://{parts.netloc}{prefix}".rstrip("/")

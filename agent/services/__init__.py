@@ -28,8 +28,9 @@ class EventSink:
 
 
 class Services:
-    def __init__(self, cfg, events=None, ipc=None, status=None):
+    def __init__(self, cfg, events=None, ipc=None, status=None, identity_loader=None):
         self.cfg = cfg
+        self.identity_loader = identity_loader   # cfg -> the client identity (mTLS uploads)
         self.events = events or EventSink()
         self.ipc = ipc            # supervisor IPC client, None when unavailable
         self.status = status      # callable -> dict of connection/outbox figures

@@ -21,7 +21,6 @@ import json
 import os
 import secrets
 import ssl
-from urllib.parse import urlsplit
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -29,7 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.x509.oid import NameOID
 
-from agent import exitcodes, log
+from agent import config, exitcodes, log
 from agent.errors import ConfigError
 from agent.fsutil import atomic_write, fsync_dir
 
@@ -146,19 +145,11 @@ def _memory_file(data):
 
 
 def api_base(cfg):
-    """The control plane's HTTP base URL (docs/protocol.md, "Enrollment and certificates"): ``API_BASE_URL``, else
-    ``WEBSOCKET_URL`` with ws->http, wss->https and the path cut at its first ``/ws/``
-    (a path without ``/ws/`` is dropped). Raises EnrollmentError(CONFIG) when neither is set.
-    """
-    if cfg.api_base_url:
-        return cfg.api_base_url.rstrip("/")
-    if not cfg.websocket_url:
-        raise EnrollmentError("WEBSOCKET_URL (or API_BASE_URL) is not set", exitcodes.CONFIG)
-    parts = urlsplit(cfg.websocket_url)
-    scheme = {"ws": "http", "wss": "https"}[parts.scheme]
-    cut = parts.path.find("/ws/")
-    prefix = parts.path[:cut] if cut >= 0 else ""
-    return f"{scheme}://{parts.netloc}{prefix}".rstrip("/")
+    """config.api_base_url, raising EnrollmentError(CONFIG) when neither URL is set."""
+    try:
+        return config.api_base_url(cfg)
+    except ConfigError as exc:
+        raise EnrollmentError(str(exc), exitcodes.CONFIG) from None
 
 
 # -- certificate checks -----------------------------------------------------

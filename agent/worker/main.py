@@ -22,6 +22,7 @@ from agent.protocol.ipc import OP_WORKER_STATUS
 from agent.services import EventSink, Services
 from agent.worker.connection import LinkStopped
 from agent.worker.dispatcher import Dispatcher
+from agent.worker.identity import load_identity
 from agent.worker.link import Link
 from agent.worker.operations import load_interrupted
 from agent.worker.outbox import CallLog, Outbox
@@ -38,7 +39,7 @@ class Worker:
         self.outbox = Outbox(cfg.state_dir, cfg.outbox_max_messages, cfg.outbox_max_bytes)
         self.calls = CallLog(cfg.state_dir)
         self.link = Link(cfg, identity, self.outbox, self._on_authenticated, self._reenroll)
-        self.services = Services(cfg, self.events, ipc=ipc, status=self.link.status)
+        self.services = Services(cfg, self.events, ipc=ipc, status=self.link.status, identity_loader=load_identity)
         self.dispatcher = Dispatcher(cfg, registry or build_registry(), self.services, self.outbox,
                                      self.calls, self.link.send_direct, self.link.call_server)
         self.services.dispatcher = self.dispatcher

@@ -13,6 +13,7 @@ from agent.errors import AgentError
 from agent.services.context import CallContext
 from agent.services import Services
 from agent.services.backups import upload as upload_mod
+from agent.worker.identity import load_identity
 from tests.unit.test_backup_ops_support import UploadStub, make_backup
 
 
@@ -27,7 +28,7 @@ class Env:
     def __init__(self, cfg, base=None):
         if base is not None:
             cfg = cfg.replace(api_base_url=base)
-        self.services = Services(cfg)
+        self.services = Services(cfg, identity_loader=load_identity)
         self.backups = self.services.backups
         self.backups.uploader.backoff = 0.01
         self.events = []

@@ -49,7 +49,7 @@ class BackupsService:
         self.services = services
         self.cfg = services.cfg
         self.pins = Pins()
-        self.uploader = Uploader(self.cfg, self.pins)
+        self.uploader = Uploader(self.cfg, self.pins, services.identity_loader)
         self._backup = backup_func or (lambda ctx, job: services.database.backup(ctx, job))
         kwargs = {} if catchup_delay is None else {"catchup_delay": catchup_delay}
         self.scheduler = Scheduler(ScheduleStore(self.cfg.state_dir), self._launch, **kwargs)

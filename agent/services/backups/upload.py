@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import gevent
 
-from agent import __version__, log
+from agent import __version__, config, log
 from agent.errors import AgentError, ConfigError
 from agent.services.database import manifest as mf, restore
 from agent.services.database.streams import CHUNK, file_digest, offload
@@ -103,17 +103,18 @@ class Uploader:
 
     def _endpoint(self):
         """(URL, TLS context or None): refuses http:// without ALLOW_INSECURE_TRANSPORT."""
-        from agent.worker.identity import EnrollmentError, api_base, load_identity
         try:
-            url = api_base(self.cfg) + UPLOAD_PATH
-        except EnrollmentError as exc:
+            url = config.api_base_url(self.cfg) + UPLOAD_PATH
+        except ConfigError as exc:
             raise AgentError("failed_precondition", f"no upload endpoint: {exc}") from exc
         if urlsplit(url).scheme == "http":
             if not self.cfg.allow_insecure_transport:
                 raise AgentError("permission_denied", f"refusing to upload over plain HTTP ({url}); "
                                                       "ALLOW_INSECURE_TRANSPORT=true is for development only")
             return url, None
-        identity = (self._identity_loader or load_identity)(self.cfg)
+        if self._identity_loader is None:       # handed in by the worker (Services)
+            raise AgentError("failed_precondition", "no client identity is available to upload with")
+        identity = self._identity_loader(self.cfg)
         if identity is None:
             raise AgentError("failed_precondition", f"no valid client certificate in {self.cfg.cert_dir}")
         try:

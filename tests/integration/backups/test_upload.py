@@ -14,14 +14,14 @@ from agent.errors import AgentError
 from agent.services.context import CallContext
 from agent.services import Services
 from agent.services.system import SystemService
-from agent.worker.identity import enroll
+from agent.worker.identity import enroll, load_identity
 from tests.unit.test_backup_ops_support import UploadStub, make_backup
 
 SIZE = 256 * (1 << 20)      # decisions 39: the in-suite backup test uses about 256 MB
 
 
 def _services(cfg):
-    services = Services(cfg)
+    services = Services(cfg, identity_loader=load_identity)
     services.backups.uploader.backoff = 0.05
     return services
 
