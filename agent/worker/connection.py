@@ -283,6 +283,10 @@ class Session:
         if outcome == "not_cancellable":   # past its point of no return: it completes
             self.send(envelope.error_frame("not_cancellable", f"call {call_id[:64]} is past its point of no return"))
 
+    def serving(self):
+        """Authenticated and not closed: frames of the agent's own may be queued."""
+        return not self.closed.is_set() and self._is_authenticated()
+
     def _is_authenticated(self):
         return self.authenticated.ready() and self.authenticated.successful()
 

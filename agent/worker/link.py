@@ -43,9 +43,12 @@ class Link:
                 "events_unencodable": sum(envelope.unencodable.values())}
 
     def send_direct(self, frame, droppable=False):
-        """Send now if connected; otherwise drop (log chunks, stats, legacy replies)."""
+        """Queue on the live session; without one, drop (log chunks, stats, inline replies).
+
+        Not gated on ``connected``: the reader answers a call as soon as the session is
+        authenticated, which can be before this link greenlet has marked itself connected."""
         session = self.session
-        if session is not None and self.connected.is_set():
+        if session is not None and session.serving():
             session.send(frame, droppable)
 
     def call_server(self, event, data, timeout=SERVER_CALL_TIMEOUT):

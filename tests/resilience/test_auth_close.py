@@ -68,3 +68,32 @@ def test_server_ending_the_connection_around_authentication_never_hangs_the_agen
     assert len(sessions) >= CYCLES
     gaps = [b - a for a, b in zip(sessions, sessions[1:])]
     assert max(gaps) <= bound, gaps
+
+
+def test_a_call_sent_with_auth_response_is_answered(monkeypatch, devserver, start_agent):
+    """The reader dispatches a call as soon as the session is authenticated, possibly before
+    the link greenlet has marked itself connected: the inline reply must still be written."""
+
+    def run(self):
+        try:
+            uid, version = self._authenticate()
+        except (devsession.AuthFailed, devsession.Closed):
+            return
+        hub = self.server.hub
+        hub.attach(uid, self.conn, version)
+        try:
+            self.conn.send({"type": "auth_response", "data": {"success": True, "server_uid": uid}})
+            self.conn.send({"type": "call", "call_id": "early-ping", "event": "agent.ping", "data": {"n": 1}})
+            self.conn.send({"type": "connected", "data": {"server_uid": uid}})
+            self._read_loop(hub.state(uid))
+        except devsession.Closed:
+            pass
+        finally:
+            hub.detach(uid, self.conn)
+            self.conn.close()
+    monkeypatch.setattr(devsession.AgentSession, "run", run)
+    agent = start_agent()
+    with gevent.Timeout(10):
+        while not any(f.get("type") == "response" and f.get("call_id") == "early-ping"
+                      for f in devserver.received_frames(agent.uid)):
+            gevent.sleep(0.05)

@@ -29,8 +29,11 @@ def _app_flows(worker, env, uid):
     assert reply["success"], reply
     container = env.client.containers.get(reply["data"]["container_name"])
     assert f"API_KEY={fs.ENV_SECRET}" in container.attrs["Config"]["Env"]     # control: it was used
+    # a commit the agent does not have yet, so the refused token really goes to the git server
+    # (a commit already fetched is deployed without asking the remote again)
+    newer = env.git.commit(uid, {"index.html": "secret app, second\n"}, message="second")
     refused = worker.call("service.app.deploy", fs.deploy_request(
-        env, uid, "sec-dep-2", sha, access_token=BAD_TOKEN, env_vars={"API_KEY": fs.ENV_SECRET}))
+        env, uid, "sec-dep-2", newer, access_token=BAD_TOKEN, env_vars={"API_KEY": fs.ENV_SECRET}))
     assert refused["success"] is False, refused
 
 
