@@ -15,7 +15,8 @@ import uuid
 from agent.devserver import ca as calib
 from agent.devserver import upload
 from agent.devserver.hub import CallTimeout, NotConnected
-from agent.devserver.http import HttpError, Response, file_chunks, json_response, queued_or_keepalive
+from agent.devserver.http import (HttpError, Response, file_chunks, json_response, match_route,
+                                  queued_or_keepalive)
 from agent.devserver.store import TokenError
 
 SSE_KEEPALIVE_S = 15.0
@@ -37,17 +38,9 @@ class Api:
         self.server = server
 
     def handle(self, req):
-        allowed = False
-        for method, pattern, auth, fn in ROUTES:
-            match = pattern.match(req.path)
-            if not match:
-                continue
-            allowed = True
-            if method == req.method:
-                req.params = match.groupdict()
-                self._authorise(req, auth)
-                return fn(self, req)
-        raise HttpError(405 if allowed else 404, "method not allowed" if allowed else "not found")
+        _method, _pattern, auth, fn = match_route(ROUTES, req)
+        self._authorise(req, auth)
+        return fn(self, req)
 
     def _authorise(self, req, auth):
         if auth == "admin":

@@ -19,7 +19,7 @@ import urllib.parse
 from agent.devserver import console_html as page
 from agent.devserver.console_jobs import Jobs
 from agent.devserver.console_stream import LogFollowers
-from agent.devserver.http import Response
+from agent.devserver.http import HttpError, Response, match_route
 
 log = logging.getLogger(__name__)
 
@@ -117,23 +117,18 @@ class Console:
             return html(page.message_page(e.message, e.status), e.status)
 
     def _dispatch(self, req):
-        allowed = False
-        for method, pattern, login, fn in PAGES:
-            match = pattern.match(req.path)
-            if not match:
-                continue
-            allowed = True
-            if method == req.method:
-                req.params = match.groupdict()
-                session = self.session_of(req)
-                if login and session is None:
-                    return self._login_required(req)
-                if method == "POST" and fn is not login_submit:
-                    req.form = self.read_form(req)
-                    self.check_csrf(req.form, session)
-                return fn(self, req, session)
-        raise ConsoleError(405 if allowed else 404,
-                           "method not allowed" if allowed else "page not found")
+        try:
+            method, _pattern, login, fn = match_route(PAGES, req)
+        except HttpError as e:
+            raise ConsoleError(e.status, "page not found" if e.status == 404 else e.message) \
+                from e
+        session = self.session_of(req)
+        if login and session is None:
+            return self._login_required(req)
+        if method == "POST" and fn is not login_submit:
+            req.form = self.read_form(req)
+            self.check_csrf(req.form, session)
+        return fn(self, req, session)
 
     def _login_required(self, req):
         if req.method == "GET" and req.path == "/":

@@ -43,6 +43,24 @@ class Response:
         self.headers = [("content-type", content_type)] + list(headers)
 
 
+def match_route(routes, req):
+    """The first row `(method, pattern, ...)` of `routes` whose compiled `pattern` matches
+    `req.path` and whose method is `req.method`; sets `req.params` to the named groups.
+    Raises HttpError 405 when only another method has the path, else 404."""
+    allowed = False
+    for row in routes:
+        match = row[1].match(req.path)
+        if not match:
+            continue
+        allowed = True
+        if row[0] == req.method:
+            req.params = match.groupdict()
+            return row
+    if allowed:
+        raise HttpError(405, "method not allowed")
+    raise HttpError(404, "not found")
+
+
 def json_response(obj, status=200):
     return Response(status, json.dumps(obj).encode())
 
