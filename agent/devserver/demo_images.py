@@ -1,10 +1,10 @@
 """Container images for the demo, made from this host's files: no registry is needed.
 
-``docker import`` of small root file systems written as in-memory tar archives (the approach
-of tests/integration/harness/images.py, which the tests keep for themselves because tests/ is
-not installed): busybox-static for a shell and an HTTP server, Debian's ``caddy`` with the
-libraries ``ldd`` names, and PostgreSQL from the host's ``/usr/lib/postgresql/<major>`` with
-an entrypoint that honours the official image's ``POSTGRES_*`` variables and data path.
+``docker import`` of small root file systems written as in-memory tar archives:
+busybox-static for a shell and an HTTP server, Debian's ``caddy`` with the libraries ``ldd``
+names, and PostgreSQL from the host's ``/usr/lib/postgresql/<major>`` with an entrypoint that
+honours the official image's ``POSTGRES_*`` variables and data path. The test images
+(tests/integration/harness/images.py) are built with the pieces of this module.
 """
 
 import glob
@@ -80,6 +80,9 @@ class RootfsTar:
         info.type, info.mode = tarfile.DIRTYPE, mode
         self._add(info)
 
+    def text(self, path, content, mode=0o644):
+        self.data(path, content.encode(), mode)
+
     def data(self, path, content, mode=0o644):
         info = tarfile.TarInfo(path)
         info.size, info.mode = len(content), mode
@@ -112,14 +115,15 @@ class RootfsTar:
         return self._buf.getvalue()
 
 
-def busybox_rootfs():
-    """busybox-static with one symlink per applet, /etc/passwd and /etc/group of USERS."""
+def busybox_rootfs(users=USERS):
+    """busybox-static with one symlink per applet, /etc/passwd and /etc/group of ``users``
+    ((name, uid = gid, home, shell) rows)."""
     root = RootfsTar()
     for path, mode in (("tmp", 0o1777), ("root", 0o700), ("etc", 0o755), ("var/tmp", 0o1777),
                        ("proc", 0o755), ("sys", 0o755), ("dev", 0o755)):
         root.dir(path, mode)
-    root.data("etc/passwd", "".join(f"{n}:x:{i}:{i}:{n}:{h}:{s}\n" for n, i, h, s in USERS).encode())
-    root.data("etc/group", "".join(f"{n}:x:{i}:\n" for n, i, _, _ in USERS).encode())
+    root.text("etc/passwd", "".join(f"{n}:x:{i}:{i}:{n}:{h}:{s}\n" for n, i, h, s in users))
+    root.text("etc/group", "".join(f"{n}:x:{i}:\n" for n, i, _, _ in users))
     root.host_file(BUSYBOX, "bin/busybox")
     listing = subprocess.run([BUSYBOX, "--list-full"], capture_output=True, text=True, check=True,
                              timeout=30, env={"PATH": PATH_ENV}).stdout
@@ -141,7 +145,7 @@ def shared_libraries(*binaries):
     return found
 
 
-def import_image(client, rootfs, tag, changes):
+def import_image(client, rootfs, tag, changes=()):
     """``docker import`` of ``rootfs`` as ``tag``; returns the tag."""
     repository, _, version = tag.rpartition(":")
     client.api.import_image_from_data(rootfs.getvalue(), repository=repository, tag=version,
@@ -158,16 +162,22 @@ def appbase_image(client):
                                                    'CMD ["httpd", "-f", "-p", "8080", "-h", "/www"]'])
 
 
-def caddy_image(client):
-    """Debian's caddy is dynamically linked: the image carries what ``ldd`` names."""
-    root = busybox_rootfs()
+def caddy_rootfs(users=USERS):
+    """busybox plus Debian's caddy, which is dynamically linked: the libraries ``ldd`` names,
+    the CA bundle and caddy's directories (/data, /config, /srv, /etc/caddy)."""
+    root = busybox_rootfs(users)
     root.host_file(CADDY, "usr/bin/caddy")
     for lib in shared_libraries(CADDY):
         root.host_file(lib)
     root.host_file(CA_BUNDLE)
     for path in ("data", "config", "srv", "etc/caddy"):
         root.dir(path)
-    return import_image(client, root, CADDY_TAG, [
+    return root
+
+
+def caddy_image(client):
+    """caddy running its boot document /etc/caddy/caddy.json (agent/services/caddy/container.py)."""
+    return import_image(client, caddy_rootfs(), CADDY_TAG, [
         f"ENV PATH={PATH_ENV}", "ENV XDG_CONFIG_HOME=/config", "ENV XDG_DATA_HOME=/data",
         "WORKDIR /srv", 'ENTRYPOINT ["/usr/bin/caddy"]', 'CMD ["run", "--config", "/etc/caddy/caddy.json"]'])
 

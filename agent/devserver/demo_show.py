@@ -13,6 +13,7 @@ import requests
 from gevent.pywsgi import WSGIServer
 
 from agent.devserver.demo import APP_UID, DB_UID, DOMAIN, GIT_ENV, say
+from agent.devserver.http import parse_cgi_output
 
 # git smart HTTP, fetch only: git-http-backend(1) with its two read endpoints
 _READ_PATHS = ("/info/refs", "/git-upload-pack", "/HEAD")
@@ -33,28 +34,10 @@ def git_http_app(project_root):
                    HTTP_CONTENT_ENCODING=environ.get("HTTP_CONTENT_ENCODING", ""),
                    HTTP_GIT_PROTOCOL=environ.get("HTTP_GIT_PROTOCOL", ""))
         done = subprocess.run(["git", "http-backend"], input=body, capture_output=True, env=env, timeout=120)
-        status, headers, payload = _cgi_response(done.stdout)
+        status, headers, payload = parse_cgi_output(done.stdout)
         start_response(status, headers)
         return [payload]
     return app
-
-
-def _cgi_response(output):
-    """(status, headers, body) of a CGI program's output (RFC 3875 6)."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        head, found, payload = output.partition(separator)
-        if found:
-            break
-    else:
-        return "500 Internal Server Error", [("Content-Type", "text/plain")], b"git http-backend failed\n"
-    status, headers = "200 OK", []
-    for line in head.decode("latin-1").splitlines():
-        name, _, value = line.partition(":")
-        if name.lower() == "status":
-            status = value.strip()
-        elif name:
-            headers.append((name.strip(), value.strip()))
-    return status, headers, payload
 
 
 def progress_line(name, data):

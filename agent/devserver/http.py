@@ -111,6 +111,26 @@ class Request:
         return obj
 
 
+def parse_cgi_output(output):
+    """(status, headers, body) for a WSGI answer from a CGI program's output (RFC 3875
+    section 6: header lines, a blank line, the body; no Status header means 200). Output
+    without the blank line (none at all, or a crash) is a 500."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = output.partition(separator)
+        if found:
+            break
+    else:
+        return "500 Internal Server Error", [("Content-Type", "text/plain")], b"CGI program failed\n"
+    status, headers = "200 OK", []
+    for line in head.decode("latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.lower() == "status":
+            status = value.strip()
+        elif name:
+            headers.append((name.strip(), value.strip()))
+    return status, headers, body
+
+
 def file_chunks(path, size=65536):
     """A file's bytes in chunks, for a streamed response body."""
     with open(path, "rb") as f:

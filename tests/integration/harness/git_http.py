@@ -19,6 +19,11 @@ import sys  # noqa: E402
 
 from gevent.pywsgi import WSGIServer  # noqa: E402
 
+# Run as a script: the checkout's agent package, whichever copy the parent tests import.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))))
+from agent.devserver.http import parse_cgi_output  # noqa: E402
+
 TOKEN_ENV = "PULSEUP_IT_GIT_TOKEN"
 CGI_VARS = ("REQUEST_METHOD", "QUERY_STRING", "PATH_INFO", "CONTENT_TYPE", "REMOTE_ADDR",
             "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL")
@@ -50,24 +55,6 @@ def cgi_environment(environ, user, body_length, project_root):
     return env
 
 
-def parse_cgi_output(output):
-    """Split a CGI response into (status line, headers, body)."""
-    for separator in (b"\r\n\r\n", b"\n\n"):
-        head, found, body = output.partition(separator)
-        if found:
-            break
-    else:
-        head, body = output, b""
-    status, headers = "200 OK", []
-    for line in head.decode("latin-1").splitlines():
-        name, _, value = line.partition(":")
-        if name.lower() == "status":
-            status = value.strip()
-        elif name:
-            headers.append((name.strip(), value.strip()))
-    return status, headers, body
-
-
 def make_app(project_root, token):
     def app(environ, start_response):
         user = authorized_user(environ.get("HTTP_AUTHORIZATION", ""), token)
@@ -82,9 +69,6 @@ def make_app(project_root, token):
                               env=cgi_environment(environ, user, len(body), project_root))
         if proc.stderr:
             sys.stderr.write(proc.stderr.decode("utf-8", "replace"))
-        if proc.returncode != 0 and not proc.stdout:
-            start_response("500 Internal Server Error", [("Content-Type", "text/plain")])
-            return [b"git http-backend failed\n"]
         status, headers, payload = parse_cgi_output(proc.stdout)
         start_response(status, headers)
         return [payload]
