@@ -33,7 +33,7 @@ from harness.images import build_base_image  # noqa: E402
 
 from agent import config  # noqa: E402
 from agent.services import Services  # noqa: E402
-from agent.services.docker_log_streams import LogStreams  # noqa: E402
+from agent.services.app.log_streams import LogStreams  # noqa: E402
 
 UID = "bench"
 LABELS = {"pulseup.managed": "true", "pulseup.service_uid": UID, "pulseup.lifecycle.version": "1"}

@@ -11,7 +11,7 @@ from agent.protocol.fields import RequestSchema, StrictString, Uid
 def ping(ctx, data):
     """Echo the request as received: {} when absent, null when null (docs/commands.md, "Agent commands")."""
     reply = {"echo": data, "version": __version__,
-             "uptime_seconds": ctx.services.dispatcher.uptime()}
+             "uptime_seconds": ctx.services.jobs.uptime()}
     if len(envelope.encode(reply)) > envelope.MAX_OUTBOUND_BYTES - 1024:
         raise AgentError("invalid_argument", "agent.ping: reply would exceed 512 KiB")
     return reply
@@ -22,7 +22,7 @@ class _ListRequest(RequestSchema):
 
 
 def operations_list(ctx, request):
-    return {"operations": ctx.services.dispatcher.operations.listing(request["service_uid"])}
+    return {"operations": ctx.services.jobs.operations.listing(request["service_uid"])}
 
 
 _SELECTORS = ("operation_id", "call_id", "deployment_uid", "backup_uid")
@@ -40,7 +40,7 @@ def operations_cancel(ctx, request):
     given = [key for key in _SELECTORS if request.get(key)]
     if len(given) != 1:
         raise AgentError("invalid_argument", "exactly one of operation_id, call_id, deployment_uid, backup_uid")
-    dispatcher = ctx.services.dispatcher
+    dispatcher = ctx.services.jobs     # the dispatcher, the services' job port
     job = dispatcher.operations.find(**{given[0]: request[given[0]]})
     if job is None:
         raise AgentError("not_found", f"no operation matches {given[0]}={request[given[0]]}", field=given[0])

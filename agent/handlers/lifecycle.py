@@ -7,8 +7,8 @@ Start, stop and restart share the ``lifecycle:<uid>`` operation, serialised per 
 
 from agent.handlers.operations_table import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, Uid
-from agent.services.docker_delete import Deletion
-from agent.services.docker_lifecycle import Lifecycle
+from agent.services.app.delete import Deletion
+from agent.services.app.lifecycle import Lifecycle
 
 LIFECYCLE = spec("service.start")
 DELETE = spec("service.delete", preempting=True)

@@ -2,16 +2,16 @@
 ``service.logs.stream.start|stop``, ``database.logs.fetch``, ``service.container.stats.live``.
 
 All read-only: never serialised, never waiting (docs/commands.md, "Operations"). Streams run in
-the background (:mod:`agent.services.docker_log_streams`) after the start reply.
+the background (:mod:`agent.services.app.log_streams`) after the start reply.
 """
 
 from marshmallow import ValidationError, validate, validates_schema
 
 from agent.errors import AgentError
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictNumber, StrictString, Uid
-from agent.services import docker_stats
+from agent.services.app import stats as docker_stats
 from agent.services.docker import CONTAINER_REF, SERVICE_UID, labels_of
-from agent.services.docker_logs import fetch_database_logs, fetch_service_logs, parse_since
+from agent.services.app.logs import fetch_database_logs, fetch_service_logs, parse_since
 
 
 class Since(StrictString):

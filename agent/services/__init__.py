@@ -16,10 +16,11 @@ from agent.protocol import events
 
 
 class EventSink:
-    """Where services push events outside a call; the worker plugs the connection in."""
+    """Where services push events outside a call: ``target(event, data, durable)``, the
+    dispatcher's ``emit`` in the worker (None: events are checked and dropped)."""
 
-    def __init__(self):
-        self.target = None
+    def __init__(self, target=None):
+        self.target = target
 
     def emit(self, event, data, durable=True):
         events.check_if_strict(event, data)    # tests: a fake target sees checked events
@@ -28,8 +29,9 @@ class EventSink:
 
 
 class Services:
-    def __init__(self, cfg, events=None, ipc=None, status=None, identity_loader=None):
+    def __init__(self, cfg, events=None, ipc=None, status=None, identity_loader=None, jobs=None):
         self.cfg = cfg
+        self.jobs = jobs          # the dispatcher's job port (submit, busy); None in tools and tests
         self.identity_loader = identity_loader   # cfg -> the client identity (mTLS uploads)
         self.events = events or EventSink()
         self.ipc = ipc            # supervisor IPC client, None when unavailable
@@ -86,7 +88,7 @@ class Services:
 
     @cached_property
     def container_logs(self):
-        from agent.services.docker_log_streams import LogStreams
+        from agent.services.app.log_streams import LogStreams
         return LogStreams(self)
 
     @cached_property

@@ -20,7 +20,8 @@ from agent.errors import AgentError
 from agent.protocol.ipc import (
     OP_DISK_CLEANUP_LOGS, OP_DISK_CLEANUP_TEMP, OP_SERVICE_RESTART, OP_SYSTEM_REBOOT, OP_SYSTEM_SHUTDOWN,
     OP_SYSTEM_UPDATE_PACKAGES)
-from agent.services.docker import MANAGED, rfc3339, translate
+from agent.services.docker import MANAGED, translate
+from agent.values import rfc3339
 
 OUTPUT_CAP = proc.OUTPUT_CAP
 DEFAULT_TIMEOUT = 300.0
@@ -255,7 +256,7 @@ def agent_logs(cfg, lines, ring=None):
         collected += [line for line in tail if name != "worker" or line not in seen]
     ordered = _by_time(collected)
     chosen = [log.redact(line) for line in ordered[-lines:]]
-    from agent.services.docker_logs import fit
+    from agent.services.app.logs import fit
     fitted, cut = fit(chosen, LOGS_BUDGET)
     return {"logs": fitted, "sources": sources, "truncated": cut or len(ordered) > lines}
 

@@ -21,8 +21,9 @@ from marshmallow import ValidationError
 from agent import log
 from agent.errors import AgentError
 from agent.fsutil import atomic_write
-from agent.services import docker_stats
-from agent.services.docker import COMPONENT, NETWORK, is_app_candidate, is_database, labels_of, rfc3339
+from agent.services.app import stats as docker_stats
+from agent.services.docker import COMPONENT, NETWORK, is_app_candidate, is_database, labels_of
+from agent.values import rfc3339
 from agent.services.monitoring_rules import AlertRuleSchema, Evaluator, applies, default_rules, metric_values
 
 STATE_FILE = "monitoring.json"

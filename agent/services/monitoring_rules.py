@@ -14,7 +14,7 @@ import uuid
 from marshmallow import ValidationError, fields, post_load, validate, validates, validates_schema
 
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictNumber, StrictString
-from agent.services.docker import rfc3339
+from agent.values import rfc3339
 
 METRIC_TYPES = ("cpu_usage", "memory_usage", "memory_limit", "disk_usage", "network_errors",
                 "container_down", "container_restart", "response_time", "health_check")

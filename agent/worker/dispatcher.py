@@ -8,7 +8,6 @@ for at most ``ADMISSION_WAIT`` and is then answered ``unavailable``.
 """
 
 import collections
-import dataclasses
 import time
 import traceback
 
@@ -17,6 +16,7 @@ import gevent.pool
 
 from agent import __version__, log
 from agent.errors import AgentError
+from agent.handlers.registry import Command
 from agent.services.context import CallContext
 from agent.protocol import envelope, events
 from agent.protocol.fields import load_request
@@ -29,10 +29,13 @@ STARTED = time.monotonic()
 
 
 class Dispatcher:
-    def __init__(self, cfg, registry, services, outbox, calls, send_direct, call_server=None):
+    """Runs calls, and is the job port of the services (:meth:`submit`, :meth:`busy`,
+    :meth:`emit`): ``build_services(jobs)`` makes the services with this dispatcher as their
+    port, so nothing is wired in after construction (docs/design.md, "Layers")."""
+
+    def __init__(self, cfg, registry, build_services, outbox, calls, send_direct, call_server=None):
         self.cfg = cfg
         self.registry = registry
-        self.services = services
         self.outbox = outbox
         self.calls = calls
         self.send_direct = send_direct      # frame -> None; for non-queued frames
@@ -44,6 +47,7 @@ class Dispatcher:
         self.running = {}                   # call_id -> Job
         self.draining = False
         self._pump = None
+        self.services = build_services(self)
 
     # -- intake ----------------------------------------------------------
     def handle(self, message):
@@ -58,25 +62,24 @@ class Dispatcher:
         if job is not None:
             self._admit(job)
 
-    def submit(self, job):
-        """Admit a job the agent created itself (restart recovery): same operation table,
-        per-service FIFO and deadline as a call; ``job.on_finished(job)`` runs when it ends,
-        ``job.error`` then holds the error it ended with."""
-        self._admit(job)
-
     # -- the job port handed to services ---------------------------------
-    def run_as(self, name, base_command, request, func, not_started):
-        """Run ``func(ctx, request)`` as an operation of ``base_command``'s kind, listed as
-        ``name`` (a scheduled backup: ``database.backup.scheduled`` under the rules of
-        ``database.backup.create``). ``not_started(error)`` is called when the job ends
-        before ``func`` ran (cancelled or expired while queued, refused, shutting down)."""
+    def submit(self, name, request, func, spec, not_started=None):
+        """Run ``func(ctx, request)`` as an operation the agent made itself, listed as ``name``
+        (a scheduled backup, a restart recovery): same operation table, per-service FIFO,
+        deadline and cancel as a call. ``spec`` is an OperationSpec, or the name of a
+        registered command whose OperationSpec applies (``database.backup.create`` for a
+        scheduled backup). ``not_started(error)`` is called when the job ends before ``func``
+        ran (cancelled or expired while queued, refused, shutting down)."""
+        not_started = not_started or _log_not_started
         if self.draining:
             not_started(AgentError("unavailable", "agent is shutting down"))
             return
-        base = self.registry.get(base_command)
-        if base is None or base.operation is None:
-            not_started(AgentError("failed_precondition", f"{base_command} is not available on this agent"))
-            return
+        if isinstance(spec, str):
+            base = self.registry.get(spec)
+            if base is None or base.operation is None:
+                not_started(AgentError("failed_precondition", f"{spec} is not available on this agent"))
+                return
+            spec = base.operation
         started = []
 
         def run(ctx, req):
@@ -87,16 +90,18 @@ class Dispatcher:
             if not started:
                 not_started(job.error or _not_started_error(job))
 
-        command = dataclasses.replace(base, name=name, func=run)
-        job = Job(envelope.Message(type="event", event=name, data=request), command, request,
-                  base.operation.default_timeout(request), base.operation)
+        job = Job(None, Command(name, run, operation=spec), request, spec.default_timeout(request), spec)
         job.on_finished = finished
         self._admit(job)
 
+    def requests(self, kind, service_uid):
+        """The requests of the service's running or queued operations of ``kind``."""
+        return [job.request for job in list(self.operations.by_id.values())
+                if job.spec.kind == kind and (job.request or {}).get("service_uid") == service_uid]
+
     def busy(self, kind, service_uid):
         """An operation of ``kind`` for the service is running or queued."""
-        return any(job.spec.kind == kind and (job.request or {}).get("service_uid") == service_uid
-                   for job in list(self.operations.by_id.values()))
+        return bool(self.requests(kind, service_uid))
 
     def _answered_before(self, call_id):
         """Idempotency (docs/protocol.md, "Delivery"): never run a call_id twice."""
@@ -168,7 +173,7 @@ class Dispatcher:
 
     # -- admission -------------------------------------------------------
     def _admit(self, job):
-        if job.call_id and job.message.type == "call":
+        if job.call_id and job.message is not None and job.message.type == "call":
             self.calls.start(job.call_id)
             self.running[job.call_id] = job
         if job.spec is not None:
@@ -184,7 +189,7 @@ class Dispatcher:
                 job.phase = "queued"
                 if job.spec.queued_event is not None:
                     # docs/commands.md, "Operations": a waiting deploy emits in_progress with phase queued
-                    self._emit(*job.spec.queued_event(job.request))
+                    self.emit(*job.spec.queued_event(job.request))
                 return
         self._to_pool(job)
 
@@ -240,7 +245,7 @@ class Dispatcher:
     # -- running ---------------------------------------------------------
     def _run(self, job):
         ctx = CallContext(self.services, job.command.name, job.call_id, job.deadline,
-                          job if job.spec else None, self._emit, self.call_server)
+                          job if job.spec else None, self.emit, self.call_server)
         try:
             result = job.command.func(ctx, job.request)
         except AgentError as exc:
@@ -273,12 +278,17 @@ class Dispatcher:
 
     # -- answers ---------------------------------------------------------
     def _answer(self, message, result, durable=True):
+        if message is None:          # a job the agent made itself: nobody waits for an answer
+            return
         if message.type == "legacy":
             self.send_direct(envelope.legacy_response(True, result))
         elif message.type == "call":
             self._respond(message.call_id, envelope.response_frame(message.call_id, True, result), durable)
 
     def _answer_error(self, message, exc, operation_id=None, durable=True):
+        if message is None:
+            _log.warning("agent operation %s failed: %s (%s)", operation_id, exc.message, exc.code)
+            return
         command = self.registry.get(message.event) if message.event else None
         if command is not None and command.error_details is not None:
             exc.details = dict(exc.details, **command.error_details(exc))
@@ -300,7 +310,7 @@ class Dispatcher:
         self.calls.finish(call_id, fitted[0])
         self.outbox.put_outbound(fitted, key=call_id)
 
-    def _emit(self, event, data, durable=None):
+    def emit(self, event, data, durable=None):
         """``durable`` is ignored: the event catalogue decides (agent/protocol/events.py)."""
         frame, durable = events.prepare(event, data)   # encoded strictly where it is queued
         if durable:
@@ -335,6 +345,10 @@ class Dispatcher:
     @property
     def version(self):
         return __version__
+
+
+def _log_not_started(error):
+    _log.warning("agent operation not started: %s (%s)", error.message, error.code)
 
 
 def _not_started_error(job):

@@ -24,7 +24,7 @@ class Link:
         self.cfg = cfg
         self.identity = identity            # agent.worker.identity.Identity
         self.outbox = outbox
-        self.dispatcher = None              # set by the worker before run()
+        self.dispatcher = None              # what run() serves
         self.on_authenticated = on_authenticated
         self.reenroll = reenroll            # () -> Identity or None (Certificate expired)
         self.backoff = Backoff.from_config(cfg)
@@ -87,8 +87,10 @@ class Link:
             self.session.close(websocket.STATUS_GOING_AWAY, b"agent shutting down")
 
     # -- the loop --------------------------------------------------------
-    def run(self):
-        """Connect, authenticate, serve; reconnect with backoff. Raises LinkStopped."""
+    def run(self, dispatcher):
+        """Connect, authenticate, hand calls to ``dispatcher``; reconnect with backoff.
+        Raises LinkStopped."""
+        self.dispatcher = dispatcher
         while not self._stopping:
             try:
                 self._serve_once()

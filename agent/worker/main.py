@@ -17,7 +17,7 @@ import gevent.event
 from agent import exitcodes, log, sdnotify
 from agent.errors import AgentError
 from agent.handlers import build_registry
-from agent.protocol import envelope, events
+from agent.protocol import events
 from agent.protocol.ipc import OP_WORKER_STATUS
 from agent.services import EventSink, Services
 from agent.worker.connection import LinkStopped
@@ -26,51 +26,35 @@ from agent.worker.identity import load_identity
 from agent.worker.link import Link
 from agent.worker.operations import load_interrupted
 from agent.worker.outbox import CallLog, Outbox
-from agent.worker.recovery import RESTARTED, Recovery
+from agent.worker.recovery import Recovery
 
 _log = log.get("worker")
 QUIET_WAIT_MAX = 3600.0
 
 
 class Worker:
+    """Wiring only: build the parts, hand each what it needs, run them."""
+
     def __init__(self, cfg, identity, registry=None, ipc=None):
         self.cfg = cfg
-        self.events = EventSink()
         self.outbox = Outbox(cfg.state_dir, cfg.outbox_max_messages, cfg.outbox_max_bytes)
         self.calls = CallLog(cfg.state_dir)
         self.link = Link(cfg, identity, self.outbox, self._on_authenticated, self._reenroll)
-        self.services = Services(cfg, self.events, ipc=ipc, status=self.link.status, identity_loader=load_identity)
-        self.dispatcher = Dispatcher(cfg, registry or build_registry(), self.services, self.outbox,
+
+        def build_services(jobs):
+            return Services(cfg, EventSink(jobs.emit), ipc=ipc, status=self.link.status,
+                            identity_loader=load_identity, jobs=jobs)
+
+        self.dispatcher = Dispatcher(cfg, registry or build_registry(), build_services, self.outbox,
                                      self.calls, self.link.send_direct, self.link.call_server)
-        self.services.dispatcher = self.dispatcher
-        self.link.dispatcher = self.dispatcher
-        self.events.target = self.dispatcher._emit
+        self.services = self.dispatcher.services
         self.stopping = gevent.event.Event()
         self._first_auth = True
-        self._recover()
-
-    def _recover(self):
-        """docs/protocol.md, "Delivery" and docs/operations.md, "Restart recovery": answer and report what a restart interrupted.
-        Operations that change what runs (deploy, rollback, restore...) are recovered by
-        their recorded phase once the services run (agent/worker/recovery.py); their calls
-        stay open until then (docs/operations.md "Restart recovery")."""
-        records = load_interrupted(self.cfg.state_dir)
-        self.recovery = Recovery(self.cfg.state_dir, records)
-        error = AgentError("internal", RESTARTED)
-        for call_id in self.calls.interrupted:
-            if self.recovery.owns_call(call_id):
-                self.calls.start(call_id)       # answered by its recovery, even after another crash
-                continue
-            self._answer_recovered(call_id, envelope.error_response(call_id, error))
-        for record in records:
-            _discard_partial_backup(self.cfg, record)
-            event = None if self.recovery.handles(record) else _terminal_event(record)
-            if event is not None:
-                self.outbox.put(events.prepare(*event)[0])   # durable, checked (events.py)
-
-    def _answer_recovered(self, call_id, frame):
-        self.calls.finish(call_id, frame)
-        self.outbox.put(frame, key=call_id)
+        # docs/operations.md, "Restart recovery": what a restart interrupted is answered and
+        # reported before the link runs; operations that change what runs are recovered by
+        # their recorded phase once the services run (their calls stay open until then).
+        self.recovery = Recovery(cfg.state_dir, load_interrupted(cfg.state_dir), self.calls, self.outbox)
+        self.recovery.settle(self.services)
 
     def _on_authenticated(self, link):
         hardware = _hardware_event(self.services)
@@ -118,12 +102,12 @@ class Worker:
     def _start_background(self):
         """Samplers and watchers; each spawned through services.spawn (one owner)."""
         self.services.system.start(self.services)
-        from agent.services import docker_events
+        from agent.services.docker import events as docker_events
         self.services.docker_events = docker_events.start(self.services)
         from agent.services import selfnet    # a containerised agent joins pulseup-net (docs/commands.md, "Deployments")
         selfnet.start(self.services)
         self.services.spawn("proxy-reapply", self._reapply_proxy)
-        self.recovery.start(self.dispatcher, self._answer_recovered)
+        self.recovery.start(self.dispatcher)
         for name in ("backups", "update"):   # schedules; the auto-update loop
             service = _optional(self.services, name)
             if service is not None and hasattr(service, "start"):
@@ -142,7 +126,7 @@ class Worker:
         from agent.worker.identity import Renewer
         renewer = Renewer(self.cfg, lambda: self.link.identity, self._on_renewed)
         self.services.spawn("renewer", renewer.run)
-        link = self.services.spawn("link", self.link.run)
+        link = self.services.spawn("link", self.link.run, self.dispatcher)
         sdnotify.notify("READY=1", "STATUS=connecting")
         gevent.wait([self.stopping, link], count=1)
         if link.ready() and isinstance(link.exception, LinkStopped):
@@ -188,36 +172,6 @@ def _hardware_event(services):
         _log.exception("cannot collect hardware info")
         return None
     return services.system.register_payload(info) if hasattr(services.system, "register_payload") else info
-
-
-def _terminal_event(record):
-    stamp = int(time.time())
-    if record.get("deployment_uid"):
-        return "update_deployment_status", {
-            "deployment_uid": record["deployment_uid"], "service_uid": record.get("service_uid"),
-            "status": "failed", "error": RESTARTED, "code": "internal", "timestamp": stamp}
-    if record.get("backup_uid"):
-        return "backup_status_update", {
-            "backup_uid": record["backup_uid"], "service_uid": record.get("service_uid"),
-            "status": "failed", "backup_type": record.get("backup_type", "manual"),
-            "error_message": RESTARTED, "error_code": "internal"}
-    return None
-
-
-def _discard_partial_backup(cfg, record):
-    """A SIGKILLed backup (or a restore's safety backup) leaves its temporary file in the
-    service's backup directory; nothing else runs yet, so it can go (issue 13)."""
-    uid = record.get("service_uid")
-    if record.get("kind") not in ("backup", "restore") or not uid or "/" in uid or uid in (".", ".."):
-        return
-    from agent.services.database.manifest import discard_partials
-    try:
-        names = discard_partials(os.path.join(cfg.pulseup_backup_dir, uid))
-    except OSError as exc:
-        _log.warning("cannot remove partial backups of %s: %s", uid, exc.strerror)
-        return
-    if names:
-        _log.info("removed %d partial backup file(s) of %s left by the interrupted operation", len(names), uid)
 
 
 def _check_transport(cfg):

@@ -22,13 +22,14 @@ RECOVERED_KINDS = ("deploy", "backup", "restore", "install", "rollback", "databa
 
 
 class Job:
-    """One admitted call: its request, deadline and (while running) greenlet."""
+    """One admitted call (or, with ``message`` None, an operation the agent made itself):
+    its request, deadline and (while running) greenlet."""
 
     def __init__(self, message, command, request, timeout, spec=None):
         self.message = message
         self.command = command
         self.request = request
-        self.call_id = message.call_id
+        self.call_id = message.call_id if message is not None else None
         self.received_wall = time.time()
         self.deadline = time.monotonic() + timeout
         self.spec = spec
@@ -172,7 +173,7 @@ class OperationTable:
             return
         records = [{"operation_id": j.operation_id, "kind": j.spec.kind, **{
             k: j.request[k] for k in ("service_uid", "deployment_uid", "backup_uid", "backup_type")
-            if (j.request or {}).get(k)}, **({"call_id": j.call_id} if j.message.type == "call" else {})}
+            if (j.request or {}).get(k)}, **({"call_id": j.call_id} if j.message is not None and j.message.type == "call" else {})}
             for j in self.by_id.values() if j.spec.kind in RECOVERED_KINDS]
         try:
             os.makedirs(os.path.dirname(self._record_path), mode=0o700, exist_ok=True)

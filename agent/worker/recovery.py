@@ -18,8 +18,8 @@ import gevent
 
 from agent import log
 from agent.errors import AgentError
-from agent.handlers.registry import Command, OperationSpec
-from agent.protocol import envelope
+from agent.handlers.registry import OperationSpec
+from agent.protocol import envelope, events
 from agent.services import interrupted
 from agent.values import rfc3339
 
@@ -42,8 +42,12 @@ class Result:
 
 
 class Recovery:
-    def __init__(self, state_dir, operations):
+    """Start-up recovery: ``settle`` before the link runs, ``start`` once the services run."""
+
+    def __init__(self, state_dir, operations, calls, outbox):
         self.state_dir = state_dir
+        self.calls, self.outbox = calls, outbox
+        self.interrupted = operations
         self.pending = _merge(state_dir, interrupted.load_all(state_dir), operations)
 
     def handles(self, operation):
@@ -53,16 +57,35 @@ class Recovery:
     def owns_call(self, call_id):
         return any(r.get("call_id") == call_id for r in self.pending)
 
-    def start(self, dispatcher, answer):
-        """Submit one recovery operation per record; ``answer(call_id, frame)`` delivers."""
-        from agent.worker.operations import Job   # the dispatcher's own job type
+    def settle(self, services):
+        """Answer the interrupted calls no recovery owns (``internal``, docs/protocol.md,
+        "Delivery"), let each service's ``recover`` hook clean up after its interrupted
+        operations, and queue the terminal event of every operation not recovered later."""
+        error = AgentError("internal", RESTARTED)
+        for call_id in self.calls.interrupted:
+            if self.owns_call(call_id):
+                self.calls.start(call_id)       # answered by its recovery, even after another crash
+                continue
+            self.answer(call_id, envelope.error_response(call_id, error))
+        for record in self.interrupted:
+            backup_failed = services.backups.recover(record, RESTARTED)   # partial files go
+            if self.handles(record):
+                continue
+            event = deployment_failed(record) or backup_failed
+            if event is not None:
+                self.outbox.put(events.prepare(*event)[0])     # durable, checked (events.py)
+
+    def answer(self, call_id, frame):
+        self.calls.finish(call_id, frame)
+        self.outbox.put(frame, key=call_id)
+
+    def start(self, jobs):
+        """Submit one recovery operation per record through the dispatcher's job port."""
         for record in self.pending:
-            command = Command(COMMAND, lambda ctx, req: self._run(ctx, req, answer), operation=SPEC)
-            message = envelope.Message(type="event", event=COMMAND, data=record)
-            dispatcher.submit(Job(message, command, record, SPEC.default_timeout(record), SPEC))
+            jobs.submit(COMMAND, record, self._run, SPEC)
         self.pending = []
 
-    def _run(self, ctx, record, answer):
+    def _run(self, ctx, record):
         ctx.point_of_no_return()
         result = None
         for attempt in range(1, ATTEMPTS + 1):
@@ -79,9 +102,18 @@ class Recovery:
         report(ctx.emit, record, result)
         if record.get("call_id"):
             error = AgentError("internal", f"{RESTARTED}; {result.message}", **result.details)
-            answer(record["call_id"], envelope.error_response(record["call_id"], error, record["operation_id"]))
+            self.answer(record["call_id"], envelope.error_response(record["call_id"], error, record["operation_id"]))
         interrupted.remove(self.state_dir, record["operation_id"])
         return {}
+
+
+def deployment_failed(record):
+    """The terminal ``update_deployment_status`` of an interrupted deploy nothing recovers."""
+    if not record.get("deployment_uid"):
+        return None
+    return "update_deployment_status", {
+        "deployment_uid": record["deployment_uid"], "service_uid": record.get("service_uid"),
+        "status": "failed", "error": RESTARTED, "code": "internal", "timestamp": int(time.time())}
 
 
 def _merge(state_dir, records, operations):

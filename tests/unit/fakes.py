@@ -48,10 +48,10 @@ class Harness:
         self.direct = []
         self.outbox = Outbox(self.cfg.state_dir)
         self.calls = CallLog(self.cfg.state_dir)
-        self.services = Services(self.cfg)
-        self.dispatcher = Dispatcher(self.cfg, test_registry(), self.services, self.outbox, self.calls,
+        self.dispatcher = Dispatcher(self.cfg, test_registry(), lambda jobs: Services(self.cfg, jobs=jobs),
+                                     self.outbox, self.calls,
                                      lambda frame, droppable=False: self.direct.append(frame))
-        self.services.dispatcher = self.dispatcher
+        self.services = self.dispatcher.services
 
     def send(self, frame):
         self.dispatcher.handle(envelope.decode(envelope.encode(frame)))

@@ -24,7 +24,7 @@ class Env(Harness):
         roots = (str(tmp_path / "backups"), str(tmp_path / "srv"))
         super().__init__(tmp_path, pulseup_backup_dir=roots[0], pulseup_backup_storage_roots=roots, **overrides)
         os.makedirs(roots[1], exist_ok=True)
-        self.services.events.target = self.dispatcher._emit     # as the worker wires it
+        self.services.events.target = self.dispatcher.emit     # as the worker's services get it
         self.backups = BackupsService(self.services, backup_func=backup_func, catchup_delay=0.2)
         self.services.__dict__["backups"] = self.backups
         self.frames = []

@@ -88,8 +88,8 @@ class FakeAdapter:
         self.api = FakeApi(responder)
 
     def run(self, container, script, timeout=60.0):
-        from agent.services.database.dockerio import DockerAdapter
-        return DockerAdapter.run(self, container, script, timeout)
+        from agent.services.docker import exec as docker_exec
+        return docker_exec.run(self, container, script, timeout)
 
 
 def make_target(engine="postgresql", uid="svc1", running=True, env=None):

@@ -4,7 +4,7 @@ import gevent
 import pytest
 import requests
 
-from agent.services.docker_events import EventsWatcher, start
+from agent.services.docker.events import EventsWatcher, start
 from tests.unit.test_docker_fakes import (  # noqa: F401 (fixtures)
     app, cfg, database, docker_service, fake_client, services)
 

@@ -10,7 +10,7 @@ from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
 from agent.services import Services
-from agent.services.docker_lifecycle import Lifecycle, primary_port
+from agent.services.app.lifecycle import Lifecycle, primary_port
 from tests.unit.test_docker_fakes import (  # noqa: F401 (fixtures)
     FakeImage, api_error, app, cfg, database, docker_service, fake_client, services)
 

@@ -5,9 +5,9 @@ import random
 import pytest
 
 from agent.errors import AgentError
-from agent.services import docker_log_streams, docker_logs
-from agent.services.docker_log_streams import _batches, _events
-from agent.services.docker_logs import LogReader, decode
+from agent.services.app import log_streams as docker_log_streams, logs as docker_logs
+from agent.services.app.log_streams import _batches, _events
+from agent.services.app.logs import LogReader, decode
 from tests.unit.test_docker_fakes import app, cfg, docker_service, fake_client  # noqa: F401 (fixtures)
 from tests.unit.test_docker_logs import FakeResponse, frame, responses  # noqa: F401 (fixture)
 

@@ -10,9 +10,9 @@ from agent.handlers import logs as log_handlers
 from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
-from agent.services import docker_logs
-from agent.services.docker_log_streams import LogStreams, _batches
-from agent.services.docker_logs import LogReader, fit, parse_since, read_tail
+from agent.services.app import logs as docker_logs
+from agent.services.app.log_streams import LogStreams, _batches
+from agent.services.app.logs import LogReader, fit, parse_since, read_tail
 from tests.unit.test_docker_fakes import (  # noqa: F401 (fixtures)
     app, cfg, database, docker_service, fake_client, services)
 
@@ -269,7 +269,7 @@ def test_a_flood_is_flushed_by_the_reader_in_bounded_events(services, fake_clien
 
 
 def test_stream_ends_without_a_connection(services, fake_client, responses, monkeypatch):
-    from agent.services import docker_log_streams
+    from agent.services.app import log_streams as docker_log_streams
 
     monkeypatch.setattr(docker_log_streams, "DISCONNECTED_LIMIT", 0.05)
     app(fake_client, "web", 1)

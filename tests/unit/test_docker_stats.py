@@ -5,7 +5,7 @@ from agent.handlers import logs as log_handlers
 from agent.services.context import CallContext
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
-from agent.services.docker_stats import cpu_figures, disk_figures, memory_figures, metrics, network_figures
+from agent.services.app.stats import cpu_figures, disk_figures, memory_figures, metrics, network_figures
 from tests.unit.test_docker_fakes import (  # noqa: F401 (fixtures)
     app, cfg, database, docker_service, fake_client, services)
 

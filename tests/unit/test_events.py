@@ -73,8 +73,8 @@ def test_production_logs_a_violation_once_and_still_sends(tmp_path, monkeypatch,
     h = Harness(tmp_path)
     bad = {"service_uid": "s", "status": "exploded", "timestamp": "t"}
     with caplog.at_level("ERROR"):
-        h.dispatcher._emit("update_service_status", bad)
-        h.dispatcher._emit("update_service_status", bad)
+        h.dispatcher.emit("update_service_status", bad)
+        h.dispatcher.emit("update_service_status", bad)
     assert [r for r in caplog.records if "update_service_status" in r.getMessage()].__len__() == 1
     queued = []
     while (head := h.outbox.peek()) is not None:
@@ -86,16 +86,16 @@ def test_production_logs_a_violation_once_and_still_sends(tmp_path, monkeypatch,
 def test_strict_mode_refuses_to_send(tmp_path):
     h = Harness(tmp_path)
     with pytest.raises(EventSchemaError):
-        h.dispatcher._emit("update_service_status", {"service_uid": "s"})
+        h.dispatcher.emit("update_service_status", {"service_uid": "s"})
     assert h.outbox.peek() is None and h.direct == []
 
 
 def test_durability_comes_from_the_catalogue_not_the_caller(tmp_path):
     h = Harness(tmp_path)
     status = {"service_uid": "s", "status": "running", "timestamp": "2026-01-01T00:00:00Z"}
-    h.dispatcher._emit("update_service_status", status, durable=False)
+    h.dispatcher.emit("update_service_status", status, durable=False)
     beat = {"deployment_uid": "d", "timestamp": 1}
-    h.dispatcher._emit("deployment_heartbeat", beat, durable=True)
+    h.dispatcher.emit("deployment_heartbeat", beat, durable=True)
     head = h.outbox.peek()
     assert envelope.decode(head[1]).raw == {"type": "event", "event": "update_service_status", "data": status}
     assert h.direct == [{"type": "event", "event": "deployment_heartbeat", "data": beat}]
@@ -117,11 +117,18 @@ def test_call_context_and_event_sink_check_in_strict_mode():
 
 # Events built outside the dispatcher's path (restart recovery, the queued deploy): checked here.
 
-def test_restart_terminal_events_conform():
-    from agent.worker import main
-    for record in ({"deployment_uid": "d", "service_uid": "s"}, {"deployment_uid": "d"},
-                   {"backup_uid": "b", "service_uid": "s"}, {"backup_uid": "b", "backup_type": "scheduled"}):
-        event, data = main._terminal_event(record)
+def test_restart_terminal_events_conform(tmp_path):
+    from agent import config
+    from agent.services import Services
+    from agent.services.backups import BackupsService
+    from agent.worker import recovery
+    backups = BackupsService(Services(config.defaults().replace(state_dir=str(tmp_path),
+                                                                pulseup_backup_dir=str(tmp_path))))
+    for record in ({"deployment_uid": "d", "service_uid": "s"}, {"deployment_uid": "d"}):
+        event, data = recovery.deployment_failed(record)
+        assert events.problems(event, data) is None, (record, events.problems(event, data))
+    for record in ({"backup_uid": "b", "service_uid": "s"}, {"backup_uid": "b", "backup_type": "scheduled"}):
+        event, data = backups.recover(record, recovery.RESTARTED)
         assert events.problems(event, data) is None, (record, events.problems(event, data))
 
 

@@ -66,7 +66,7 @@ class FakeDeploy:
 
 def _recover_with(worker, deploy):
     worker.services.__dict__["deploy"] = deploy        # Services.deploy is a cached_property
-    worker.recovery.start(worker.dispatcher, worker._answer_recovered)
+    worker.recovery.start(worker.dispatcher)
     assert worker.dispatcher.drain(30)
 
 

@@ -49,7 +49,7 @@ class LocalRunner:
 
 class DispatcherRunner:
     """Admit runs as operations of the worker's dispatcher through its job port (one table,
-    one lock per service): ``jobs.run_as`` and ``jobs.busy``."""
+    one lock per service): ``jobs.submit`` and ``jobs.busy``."""
 
     def __init__(self, jobs):
         self.jobs = jobs
@@ -62,4 +62,4 @@ class DispatcherRunner:
     def submit(self, request, func, not_started):
         """Queue ``func`` behind the service's other operations; ``not_started(error)`` when
         it never ran."""
-        self.jobs.run_as(COMMAND, BASE_COMMAND, request, func, not_started)
+        self.jobs.submit(COMMAND, request, func, BASE_COMMAND, not_started)

@@ -53,15 +53,12 @@ class BackupsService:
         self._backup = backup_func or (lambda ctx, job: services.database.backup(ctx, job))
         kwargs = {} if catchup_delay is None else {"catchup_delay": catchup_delay}
         self.scheduler = Scheduler(ScheduleStore(self.cfg.state_dir), self._launch, **kwargs)
-        self.runner = LocalRunner(services)
+        self.runner = DispatcherRunner(services.jobs) if services.jobs is not None else LocalRunner(services)
         self._loop = None
 
     def start(self, services=None):
         """Load the persisted schedules and start the scheduler loop (once)."""
         services = services or self.services
-        dispatcher = getattr(services, "dispatcher", None)
-        if dispatcher is not None:
-            self.runner = DispatcherRunner(dispatcher)
         if self._loop is None or self._loop.dead:
             self._loop = services.spawn("backup-scheduler", self.scheduler.run)
         return self._loop
@@ -69,6 +66,20 @@ class BackupsService:
     def close(self):
         if self._loop is not None:
             self._loop.kill(block=False)
+
+    def recover(self, record, reason):
+        """Restart hook, before anything runs: an interrupted backup (or a restore's safety
+        backup) leaves its temporary file in the service's backup directory, which goes; for
+        an interrupted backup, the failed ``backup_status_update`` to report (else None)."""
+        uid = record.get("service_uid")
+        if record.get("kind") in ("backup", "restore") and isinstance(uid, str) and _plain_name(uid):
+            _discard_partials(os.path.join(self.cfg.pulseup_backup_dir, uid), uid)
+        if not record.get("backup_uid"):
+            return None
+        return "backup_status_update", {
+            "backup_uid": record["backup_uid"], "service_uid": record.get("service_uid"),
+            "status": "failed", "backup_type": record.get("backup_type", "manual"),
+            "error_message": reason, "error_code": "internal"}
 
     # -- commands ------------------------------------------------------------
     def upload(self, ctx, service_uid, backup_uid, backup_path=None):
@@ -175,21 +186,31 @@ class BackupsService:
 
     def _restoring(self, service_uid):
         """Backups a running or queued restore of the service will read (never deleted)."""
-        dispatcher = getattr(self.services, "dispatcher", None)
-        if dispatcher is None:
+        if self.services.jobs is None:
             return frozenset()
         from agent.services.database import restore
         paths = set()
-        for job in list(dispatcher.operations.by_id.values()):
-            request = job.request or {}
-            if job.spec.kind != "restore" or request.get("service_uid") != service_uid:
-                continue
+        for request in self.services.jobs.requests("restore", service_uid):
             try:
                 paths.add(restore.resolve(self.cfg, service_uid, request.get("backup_path"),
                                           request.get("backup_uid")))
             except AgentError:
                 continue
         return frozenset(paths)
+
+
+def _plain_name(uid):
+    return uid and "/" not in uid and uid not in (".", "..")
+
+
+def _discard_partials(directory, uid):
+    try:
+        names = mf.discard_partials(directory)
+    except OSError as exc:
+        _log.warning("cannot remove partial backups of %s: %s", uid, exc.strerror)
+        return
+    if names:
+        _log.info("removed %d partial backup file(s) of %s left by the interrupted operation", len(names), uid)
 
 
 def _terminal(events, request, error):

@@ -22,7 +22,8 @@ from agent.services.caddy.admin import AdminClient
 from agent.services.caddy.container import ProxyContainer
 from agent.services.caddy.document import build_document
 from agent.services.caddy.tls import check_certificate
-from agent.services.docker import COMPOSE_PROJECT, NETWORK, labels_of, rfc3339
+from agent.services.docker import COMPOSE_PROJECT, NETWORK, labels_of
+from agent.values import rfc3339
 
 TLS_CHECK_DELAYS = (30.0, 120.0, 600.0)  # docs/commands.md, "Domains and the proxy": +30 s, +2 min, +10 min
 _APPLIED_KEYS = ("upstream_container", "port", "protocol", "force_https", "redirect_www",

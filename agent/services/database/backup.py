@@ -19,7 +19,7 @@ import agent
 from agent import log
 from agent.errors import AgentError
 from agent.services.database import manifest as mf
-from agent.services.database.dockerio import ExecStream
+from agent.services.docker.exec import ExecStream
 from agent.services.database.streams import CHUNK, CompressedFile, disk_error, offload
 
 STDERR_KEEP = 64 * 1024     # docs/commands.md, "Databases"

@@ -13,7 +13,6 @@ from typing import Optional
 from agent import log
 from agent.errors import AgentError
 from agent.services.database import engines, ports
-from agent.services.database.dockerio import is_port_bind_failure
 from agent.services.docker import NETWORK, image_present, translate
 from agent.services.database.manifest import rfc3339
 from agent.services.database.target import container_env, container_name, volume_name
@@ -21,6 +20,8 @@ from agent.services.database.target import container_env, container_name, volume
 READY_TIMEOUT = 120.0
 PROBE_INTERVAL = 0.5
 PORT_ATTEMPTS = 10
+_BIND_FAILURES = ("port is already allocated", "address already in use", "bind for",
+                  "programming external connectivity")
 _log = log.get("database.provision")
 
 
@@ -34,6 +35,12 @@ class DeployRequest:
     database: Optional[str] = None
     deployment_uid: Optional[str] = None
     public: bool = False
+
+
+def is_port_bind_failure(error):
+    """Whether an AgentError from starting a container is Docker failing to bind a port."""
+    text = error.message.lower()
+    return any(s in text for s in _BIND_FAILURES)
 
 
 def service_status(ctx, service_uid, status, message=None, error=None):

@@ -19,7 +19,7 @@ import gevent.pool
 from agent import log
 from agent.errors import AgentError
 from agent.services.database import backup, manifest as mf, provision
-from agent.services.database.dockerio import ExecStream
+from agent.services.docker.exec import ExecStream
 from agent.services.docker import translate
 from agent.services.database.streams import Decoder, file_digest
 from agent.services.interrupted import PhaseLog

@@ -3,7 +3,7 @@
 import os
 
 from agent.services.database import backup, manifest, provision, restore, target
-from agent.services.database.dockerio import DockerAdapter
+from agent.services.docker import DockerService
 
 
 class DatabaseService:
@@ -14,11 +14,14 @@ class DatabaseService:
     """
 
     def __init__(self, cfg, docker=None):
+        """``docker``: the worker's DockerService; a tool without one gets its own."""
         self.cfg = cfg
-        self.docker = DockerAdapter(cfg, docker)
+        self._owns_docker = docker is None
+        self.docker = docker or DockerService(cfg)
 
     def close(self):
-        self.docker.close()
+        if self._owns_docker:
+            self.docker.close()
 
     def deploy(self, ctx, request):
         """``request``: a provision.DeployRequest; the reply data of database.deploy."""

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from agent.errors import AgentError, invalid
 from agent.services.deploy.logs import log_path, read_steps, steps_path
 from agent.services.docker import DEPLOYMENT_UID, MANAGED, SERVICE_UID, translate
-from agent.services.docker_logs import parse_since
+from agent.services.app.logs import parse_since
 
 BLOCK = 64 * 1024
 LOG_BUDGET = 160 * 1024          # `logs` and `deployment_logs` carry the same text

@@ -3,7 +3,7 @@ import pytest
 from ctsupport import IDLE, wait_until
 
 from agent.errors import AgentError
-from agent.services import docker_events
+from agent.services.docker import events as docker_events
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import gevent
 
 from agent.handlers import build_registry
 from agent.protocol import envelope
-from agent.services import Services
+from agent.services import EventSink, Services
 from agent.worker.dispatcher import Dispatcher
 from agent.worker.outbox import CallLog, Outbox
 
@@ -23,11 +23,10 @@ class InProcessAgent:
         self.server_calls = []
         self.env_vars = {}
         self.outbox = Outbox(cfg.state_dir)
-        self.services = Services(cfg)
-        self.dispatcher = Dispatcher(cfg, build_registry(modules), self.services, self.outbox,
+        sink = EventSink(lambda event, data, durable: self.events.append((event, data)))
+        self.dispatcher = Dispatcher(cfg, build_registry(modules), lambda jobs: Services(cfg, sink, jobs=jobs), self.outbox,
                                      CallLog(cfg.state_dir), self._direct, self._call_server)
-        self.services.events.target = lambda event, data, durable: self.events.append((event, data))
-        self.services.dispatcher = self.dispatcher      # as the worker wires it
+        self.services = self.dispatcher.services
         self._ids = itertools.count(1)
         self._direct_replies = {}      # replies written directly (agent.ping)
 

@@ -16,7 +16,8 @@ import gevent
 from agent import log
 from agent.errors import AgentError
 from agent.services.docker import (
-    COMPONENT, DATABASE_TYPE, MANAGED, SERVICE_UID, DEPLOYMENT_UID, rfc3339, translate)
+    COMPONENT, DATABASE_TYPE, MANAGED, SERVICE_UID, DEPLOYMENT_UID, translate)
+from agent.values import rfc3339
 
 STOP_ACTIONS = ("die", "stop", "destroy", "oom", "health_status: unhealthy")
 RUNNING_ACTIONS = ("start", "restart", "health_status: healthy")

@@ -9,7 +9,8 @@ and ``anon`` where v1 has ``cache`` and ``rss``.
 import time
 
 from agent.services.docker import (
-    MANAGED, health_of, labels_of, parse_docker_time, rfc3339, state_of, status_of, translate)
+    MANAGED, health_of, labels_of, parse_docker_time, state_of, status_of, translate)
+from agent.values import rfc3339
 
 
 def sample(docker, container):

@@ -16,8 +16,9 @@ import gevent.lock
 
 from agent import log
 from agent.errors import AgentError
-from agent.services.docker import parse_docker_time, rfc3339
-from agent.services.docker_logs import MAX_LINE_BYTES, LogReader, decode
+from agent.services.docker import parse_docker_time
+from agent.values import rfc3339
+from agent.services.app.logs import MAX_LINE_BYTES, LogReader, decode
 
 FLUSH_INTERVAL = 0.25
 EVENT_BYTES = MAX_LINE_BYTES          # text per container_log event

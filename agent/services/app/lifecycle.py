@@ -1,6 +1,6 @@
 """Service lifecycle (docs/commands.md, "Lifecycle"): start, stop, restart and status of a service's containers.
 
-``service.delete`` lives in :mod:`agent.services.docker_delete`. Status changes made here are
+``service.delete`` lives in :mod:`agent.services.app.delete`. Status changes made here are
 reported as ``update_service_status`` events and recorded in the DockerService, so the
 events watcher does not repeat them; containers the agent stops itself are marked expected.
 """
@@ -12,8 +12,9 @@ import gevent.pool
 
 from agent.errors import AgentError
 from agent.services.docker import (
-    COMMIT_SHA, VERSION, health_of, labels_of, parse_docker_time, rfc3339, state_of,
+    COMMIT_SHA, VERSION, health_of, labels_of, parse_docker_time, state_of,
     status_of, translate)
+from agent.values import rfc3339
 
 STOP_GRACE = 30          # seconds between SIGTERM and SIGKILL (docs/commands.md, "Lifecycle")
 POLL_INTERVAL = 0.5
