@@ -20,10 +20,17 @@ def fsync_dir(directory):
         os.close(fd)
 
 
-def atomic_write(path, data, mode=0o600, sync_dir=True):
-    """Replace ``path`` by ``data`` (bytes) atomically, with ``mode``; raises OSError."""
+def atomic_write(path, data, mode=0o600, sync_dir=True, temp_name=None):
+    """Replace ``path`` by ``data`` (bytes) atomically, with ``mode``; raises OSError.
+
+    ``temp_name(final_name)`` names the temporary file when its name matters (a backup's
+    ``.partial-`` name, which start-up clean-up recognises); by default a random hidden one."""
     directory, name = os.path.split(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    if temp_name is None:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=directory)
+    else:
+        tmp = os.path.join(directory, temp_name(name))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as handle:

@@ -37,7 +37,7 @@ from harness.images import build_base_image  # noqa: E402
 from agent import config  # noqa: E402
 from agent.services.context import CallContext  # noqa: E402
 from agent.services import Services  # noqa: E402
-from agent.services.database.backup import BackupJob  # noqa: E402
+from agent.services.backups.pipeline import BackupJob  # noqa: E402
 from agent.services.database.provision import DeployRequest  # noqa: E402
 
 UID = "bench"

@@ -4,7 +4,7 @@ file), and nothing else: the unit-level side of test_faults_worker_kill's backup
 import json
 import os
 
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 from agent.worker.main import Worker
 from tests.unit.fakes import make_config
 

@@ -12,7 +12,7 @@ from agent.errors import AgentError
 from agent.protocol import envelope
 from agent.services.backups import BackupsService
 from agent.services.backups.schedule import Schedule
-from agent.services.database.backup import status_event
+from agent.services.backups.pipeline import status_event
 from tests.unit.fakes import Harness
 from tests.unit.test_backup_ops_support import make_backup
 

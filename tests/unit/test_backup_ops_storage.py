@@ -9,7 +9,7 @@ import pytest
 from agent import config
 from agent.errors import AgentError
 from agent.services.backups import retention, storage
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 from tests.unit.test_backup_ops_support import make_backup
 
 DAY = 86400.0

@@ -9,7 +9,7 @@ import hashlib
 import os
 import uuid
 
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 
 MIB = 1 << 20
 

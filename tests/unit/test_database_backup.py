@@ -13,8 +13,9 @@ import zstandard
 from agent import config
 from agent.errors import AgentError
 from agent.services.context import CallContext
-from agent.services.database import backup, engines, manifest, restore
-from agent.services.database.backup import BackupJob
+from agent.services.backups import manifest, pipeline as backup
+from agent.services.database import engines, restore
+from agent.services.backups.pipeline import BackupJob
 from agent.services.database.target import DatabaseTarget
 
 # -- a hand-written fake of the Docker exec API --------------------------------------------

@@ -6,9 +6,9 @@ import pytest
 
 from agent import config
 from agent.errors import AgentError
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 from agent.services.database import ports, restore
-from agent.services.database.streams import CompressedFile, Decoder, disk_error, file_digest
+from agent.services.backups.streams import CompressedFile, Decoder, disk_error, file_digest
 
 
 def _manifest(uid, name, created, backup_uid="b", **over):

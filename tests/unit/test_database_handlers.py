@@ -2,7 +2,7 @@
 import pytest
 
 from agent.errors import AgentError
-from agent.handlers import database
+from agent.handlers import backups, database
 from agent.handlers.registry import Registry
 from agent.protocol.fields import load_request
 from agent.services.database import engines
@@ -37,7 +37,7 @@ def test_deploy_schema():
 
 
 def test_backup_schemas():
-    s = database.BackupCreateSchema()
+    s = backups.BackupCreateSchema()
     ok = load(s, {"service_uid": "db1", "backup_uid": "b1"})
     assert ok["compression"] == "zstd"
     long_uid = "auto-" + "s" * 64 + "-0f0e0d0c-0b0a-4098-8765-43210fedcba9"
@@ -45,7 +45,7 @@ def test_backup_schemas():
     refused(s, {"service_uid": "db1", "backup_uid": "../x"}, "backup_uid")
     refused(s, {"service_uid": "db1", "backup_uid": "b", "compression": "xz"}, "compression")
     refused(s, {"service_uid": "db1", "backup_uid": "b", "format": "tar"}, "format")
-    r = database.BackupRestoreSchema()
+    r = backups.BackupRestoreSchema()
     assert load(r, {"service_uid": "db1", "backup_uid": "b"})["safety_backup"] is True
     refused(r, {"service_uid": "db1"}, "backup_path")
 
@@ -53,6 +53,7 @@ def test_backup_schemas():
 def test_register_operations():
     registry = Registry()
     database.register(registry)
+    backups.register(registry)
     assert {"database.deploy", "database.backup.create", "database.backup.list",
             "database.backup.restore"} <= set(registry.names())
     request = {"service_uid": "db1", "backup_uid": "b1"}
@@ -85,8 +86,8 @@ def test_backup_list_handler_without_docker(tmp_path):
 
     services = Services(config.defaults().replace(pulseup_backup_dir=str(tmp_path)))
     ctx = CallContext(services, "database.backup.list")
-    assert database.backup_list(ctx, {"service_uid": "none"}) == {"status": "success", "backups": [], "count": 0}
+    assert backups.backup_list(ctx, {"service_uid": "none"}) == {"status": "success", "backups": [], "count": 0}
     (tmp_path / "svc").mkdir()
     (tmp_path / "svc" / "old.rdb").write_bytes(b"REDIS0009")
-    reply = database.backup_list(ctx, load(database.BackupListSchema(), {"service_uid": "svc"}))
+    reply = backups.backup_list(ctx, load(backups.BackupListSchema(), {"service_uid": "svc"}))
     assert reply["count"] == 1 and reply["backups"][0]["legacy"] is True and reply["backups"][0]["type"] == "redis"

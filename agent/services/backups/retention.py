@@ -13,7 +13,7 @@ import time
 from datetime import datetime
 
 from agent import log
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 
 DAY = 86400.0
 _log = log.get("backups.retention")

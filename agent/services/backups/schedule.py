@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from agent import log
 from agent.errors import AgentError, invalid
 from agent.protocol.fields import UID_RE
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 from agent.values import parse_duration
 
 ALIASES = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")

@@ -17,7 +17,7 @@ from agent.services.backups.runner import DispatcherRunner, LocalRunner
 from agent.services.backups.schedule import ScheduleStore
 from agent.services.backups.scheduler import Scheduler
 from agent.services.backups.upload import Uploader
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 
 _log = log.get("backups")
 
@@ -137,7 +137,7 @@ class BackupsService:
 
     def _run(self, ctx, schedule, request):
         """One scheduled run: pipeline, copy, retention, then one terminal event."""
-        from agent.services.database.backup import BackupJob
+        from agent.services.backups.pipeline import BackupJob
         uid = schedule.service_uid
         held = HeldEvents(ctx, uid, request["backup_uid"])
         try:

@@ -13,8 +13,8 @@ import os
 import secrets
 
 from agent.errors import AgentError
-from agent.services.database import manifest as mf
-from agent.services.database.streams import CHUNK, offload
+from agent.services.backups import manifest as mf
+from agent.services.backups.streams import CHUNK, offload
 
 PROBE_PREFIX = ".pulseup-storage-test-"
 

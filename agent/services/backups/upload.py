@@ -21,8 +21,9 @@ import gevent
 
 from agent import __version__, config, log
 from agent.errors import AgentError, ConfigError
-from agent.services.database import manifest as mf, restore
-from agent.services.database.streams import CHUNK, file_digest, offload
+from agent.services.backups import manifest as mf
+from agent.services.database import restore
+from agent.services.backups.streams import CHUNK, file_digest, offload
 
 UPLOAD_PATH = "/api/agent/backups/upload"
 RETRIES = 3                     # docs/commands.md, "Databases"

@@ -14,7 +14,7 @@ from agent import log
 from agent.errors import AgentError
 from agent.services.database import engines, ports
 from agent.services.docker import NETWORK, image_present, translate
-from agent.services.database.manifest import rfc3339
+from agent.values import rfc3339
 from agent.services.database.target import container_env, container_name, volume_name
 
 READY_TIMEOUT = 120.0
@@ -44,7 +44,7 @@ def is_port_bind_failure(error):
 
 
 def service_status(ctx, service_uid, status, message=None, error=None):
-    data = {"service_uid": service_uid, "status": status, "timestamp": rfc3339()}
+    data = {"service_uid": service_uid, "status": status, "timestamp": rfc3339(precision="ms")}
     if message:
         data["message"] = message
     if error:

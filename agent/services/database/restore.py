@@ -18,10 +18,11 @@ import gevent.pool
 
 from agent import log
 from agent.errors import AgentError
-from agent.services.database import backup, manifest as mf, provision
+from agent.services.backups import manifest as mf, pipeline as backup
+from agent.services.database import provision
 from agent.services.docker.exec import ExecStream
 from agent.services.docker import translate
-from agent.services.database.streams import Decoder, file_digest
+from agent.services.backups.streams import Decoder, file_digest
 from agent.services.interrupted import PhaseLog
 
 REDIS_STOP_TIMEOUT = 30

@@ -2,7 +2,8 @@
 
 import os
 
-from agent.services.database import backup, manifest, provision, restore, target
+from agent.services.backups import manifest, pipeline as backup
+from agent.services.database import provision, restore, target
 from agent.services.docker import DockerService
 
 

@@ -12,7 +12,7 @@ import gevent
 import pytest
 
 from agent.services.context import CallContext
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 from agent.services.database.provision import DeployRequest
 from tests.unit.test_backup_ops_handlers import Env
 from tests.unit.test_backup_ops_support import make_backup

@@ -10,7 +10,7 @@ from helpers import PASSWORD, psql
 
 from agent.errors import AgentError
 from agent.services.context import CallContext
-from agent.services.database.backup import BackupJob
+from agent.services.backups.pipeline import BackupJob
 from agent.services.database.provision import DeployRequest
 
 

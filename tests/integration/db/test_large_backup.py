@@ -7,7 +7,7 @@ import psutil
 import pytest
 from helpers import PASSWORD, psql
 
-from agent.services.database.backup import BackupJob, Progress
+from agent.services.backups.pipeline import BackupJob, Progress
 from agent.services.database.provision import DeployRequest
 
 ROWS = 1_000_000            # ~265 bytes per row in the dump: ~256 MB uncompressed

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 from helpers import PASSWORD, decompress, mysql
 
-from agent.services.database.backup import BackupJob
+from agent.services.backups.pipeline import BackupJob
 from agent.services.database.provision import DeployRequest
 
 ROWS_SQL = "SELECT id, name, HEX(blob_col) FROM items ORDER BY id"

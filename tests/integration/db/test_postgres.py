@@ -6,7 +6,7 @@ import pytest
 from helpers import PASSWORD, decompress, psql
 
 from agent.errors import AgentError
-from agent.services.database.backup import BackupJob
+from agent.services.backups.pipeline import BackupJob
 from agent.services.database.provision import DeployRequest
 
 ROWS_SQL = "SELECT id, name, amount FROM items ORDER BY id"

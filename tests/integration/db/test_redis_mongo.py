@@ -9,7 +9,7 @@ from harness.process import free_port
 from helpers import POPULATE_LUA, PASSWORD, decompress, exec_out, redis, redis_dump_all
 
 from agent.errors import AgentError
-from agent.services.database.backup import BackupJob
+from agent.services.backups.pipeline import BackupJob
 from agent.services.database.provision import DeployRequest
 
 

@@ -16,7 +16,7 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from agent import values
 from agent.fsutil import fsync_dir  # noqa: F401 (used by the backup pipeline too)
-from agent.fsutil import unlink_quietly
+from agent.fsutil import atomic_write, unlink_quietly
 from agent.services.database.engines import ENGINE_NAMES, ENTRY_TYPE, FORMAT_EXT
 
 CODEC_SUFFIX = {"zstd": "zst", "gzip": "gz"}
@@ -98,22 +98,9 @@ def ensure_dir(path):
 
 
 def write_json_atomic(path, obj):
-    """Write ``obj`` to ``path`` (0600): temporary name, fsync, rename, fsync dir; OSError."""
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, temp_name(os.path.basename(path)))
+    """Write ``obj`` to ``path`` (0600) under a partial name, fsynced and renamed; OSError."""
     data = json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        unlink_quietly(tmp)
-        raise
-    fsync_dir(directory)
+    atomic_write(path, data, 0o600, temp_name=temp_name)
 
 
 def publish(tmp_path, directory, ts, fmt, compression):

@@ -18,9 +18,9 @@ import gevent
 import agent
 from agent import log
 from agent.errors import AgentError
-from agent.services.database import manifest as mf
+from agent.services.backups import manifest as mf
 from agent.services.docker.exec import ExecStream
-from agent.services.database.streams import CHUNK, CompressedFile, disk_error, offload
+from agent.services.backups.streams import CHUNK, CompressedFile, disk_error, offload
 
 STDERR_KEEP = 64 * 1024     # docs/commands.md, "Databases"
 TAIL_BYTES = 4096           # stderr_tail limit (docs/commands.md, "Errors")
