@@ -3,9 +3,9 @@ import os
 
 import pytest
 
-from agent import config
 from agent.errors import AgentError
 from tests.integration.harness.agentkit import InProcessAgent
+from tests.integration.harness.deploykit import deploy_config as make_cfg  # noqa: F401 (for the tests)
 
 MODULES = ("agent.handlers.lifecycle", "agent.handlers.deploy")
 BASE = """\
@@ -15,14 +15,6 @@ services:
     stop_grace_period: 1s
     command: ["sh", "-c", "while true; do sleep 1; done"]
 """
-
-
-def make_cfg(root, docker_host, git_server, **extra):
-    return config.defaults().replace(
-        state_dir=os.path.join(root, "state"), cert_dir=os.path.join(root, "certs"), docker_host=docker_host,
-        apps_dir=os.path.join(root, "apps"), deployment_dir=os.path.join(root, "deployments"),
-        deployment_log_dir=os.path.join(root, "logs"), allow_insecure_transport=True,
-        pulseup_git_allowed_hosts=(f"127.0.0.1:{git_server.port}",), **extra)
 
 
 def start_agent(cfg):
