@@ -3,8 +3,9 @@
 Probed every second until ``health_timeout_seconds`` (and never past the call's deadline):
 Docker health when the image declares a HEALTHCHECK, else a TCP connect (plus an HTTP GET of
 ``health_check_path``) to the container's address on ``pulseup-net``, else 10 seconds of
-uninterrupted running. In every case the container must still be running with its restart
-count unchanged when the gate passes; an exited or dead container fails at once.
+uninterrupted running. In every case the container must still be running, never started
+again since the gate began (restart count and start time unchanged: a restart policy or an
+engine restart), when the gate passes; an exited or dead container fails at once.
 """
 
 import http.client
@@ -36,6 +37,13 @@ def restart_count(container):
     return container.attrs.get("RestartCount", 0)
 
 
+def start_marker(container):
+    """What changes whenever the container starts again: its restart count (the restart
+    policy after an exit) and its start time (also a restart by an engine that came back,
+    which does not count as a restart)."""
+    return restart_count(container), (container.attrs.get("State") or {}).get("StartedAt")
+
+
 class ReadinessGate:
     """``wait(ctx)`` returns when the container is ready; raises health_check_failed,
     cancelled, deadline_exceeded, unavailable."""
@@ -55,7 +63,7 @@ class ReadinessGate:
     def wait(self, ctx=None):
         deadline = time.monotonic() + self.timeout
         self._reload()
-        restarts = restart_count(self.container)
+        started = start_marker(self.container)
         mode = self.mode()
         self.say(f"readiness gate: {mode}, up to {self.timeout:g}s")
         while True:
@@ -63,7 +71,7 @@ class ReadinessGate:
                 ctx.check()
             self._reload()
             self._fail_if_dead()
-            if restart_count(self.container) != restarts:
+            if start_marker(self.container) != started:
                 self._fail(f"container {self.container.name} restarted during the readiness gate")
             if self._probe(mode) and state_of(self.container) == "running":
                 self.say(f"container {self.container.name} is ready")
