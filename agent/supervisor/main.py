@@ -68,16 +68,12 @@ def supervisor_main(cfg):
               file=sys.stderr)
         return exitcodes.NO_PERMISSION
     supervisor = Supervisor(cfg)
-    try:
-        supervisor.start()
-    except OSError as exc:
-        _log.error("cannot bind %s: %s", cfg.supervisor_socket, exc)
-        return exitcodes.FAILURE
-    try:
-        signum = wait_for_signal((signal.SIGTERM, signal.SIGINT))
-        _log.info("signal %s: stopping", signal.Signals(signum).name)
-    finally:
-        supervisor.stop()
+    return _serving(supervisor, _until_signal)
+
+
+def _until_signal():
+    signum = wait_for_signal((signal.SIGTERM, signal.SIGINT))
+    _log.info("signal %s: stopping", signal.Signals(signum).name)
     return exitcodes.OK
 
 
@@ -130,15 +126,21 @@ def run_main(cfg, config_file=None, in_process=None, worker_argv=None, seam=None
     argv = worker_argv or default_worker_argv(config_file)
     arbiter = Arbiter(supervisor.seam, worker_spec(supervisor, argv), cfg.graceful_timeout, **arbiter_options)
     supervisor.host.restart_worker = arbiter.restart_worker
+    return _serving(supervisor, arbiter.run)
+
+
+def _serving(supervisor, run):
+    """Bind the IPC socket, ``run()`` until it returns, stop; the exit code."""
     try:
         supervisor.start()
     except OSError as exc:
-        _log.error("cannot bind %s: %s", cfg.supervisor_socket, exc)
+        _log.error("cannot bind %s: %s", supervisor.cfg.supervisor_socket, exc)
         return exitcodes.FAILURE
     try:
-        return arbiter.run()
+        code = run()
     finally:
         supervisor.stop()
+    return exitcodes.OK if code is None else code
 
 
 def default_worker_argv(config_file=None):
