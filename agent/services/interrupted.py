@@ -12,6 +12,7 @@ decides what to do (agent/services/deploy/recovery.py, agent/worker/recovery.py)
 of that phase is durable, so each phase boundary is tested without a sleep.
 """
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,6 +25,16 @@ _log = log.get("recovery")
 DIRECTORY = "recovery"
 FAULT_ENV = "PULSEUP_FAULT_KILL_AT"
 MAX_RECORD_BYTES = 256 * 1024
+RESTARTED = "agent restarted during operation"
+
+
+@dataclasses.dataclass
+class Result:
+    """What a service's ``recover`` hook found and did for one interrupted operation."""
+    service_status: str              # update_service_status: running / failed
+    message: str                     # what was done and what serves (or holds the data)
+    details: dict = dataclasses.field(default_factory=dict)
+    events: list = dataclasses.field(default_factory=list)   # [(event, data)] of the operation
 
 
 def _directory(state_dir):

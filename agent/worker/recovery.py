@@ -8,10 +8,11 @@ operation of its service (serialised like a call: the next deploy of that servic
 behind it). It acts by the recorded phase, emits the terminal status events of the
 operation and of its service, answers the interrupted call ``internal`` with a message that
 names the version that serves or the safety backup that holds the previous data, and only
-then removes the record.
+then removes the record. What to do per kind is the owning service's ``recover`` hook
+(``DeployService.recover``, ``DatabaseService.recover``); before anything runs,
+``BackupsService.recover`` removes the partial files of interrupted backups.
 """
 
-import dataclasses
 import time
 
 import gevent
@@ -21,24 +22,15 @@ from agent.errors import AgentError
 from agent.handlers.registry import OperationSpec
 from agent.protocol import envelope, events
 from agent.services import interrupted
+from agent.services.interrupted import RESTARTED, Result
 from agent.values import rfc3339
 
 _log = log.get("recovery")
-RESTARTED = "agent restarted during operation"
 KINDS = ("deploy", "rollback", "restore", "database_deploy", "install")
 ATTEMPTS, RETRY_WAIT = 4, 5.0       # Docker may still be starting with the host
 COMMAND = "agent.restart_recovery"
 SPEC = OperationSpec("recovery", lambda r: f"recovery:{r['operation_id']}", 3600, 3600,
                      lock_key=lambda r: r["service_uid"], cancellable=False)
-
-
-@dataclasses.dataclass
-class Result:
-    """The terminal facts of one recovered operation."""
-    service_status: str              # update_service_status: running / failed
-    message: str                     # what was done and what serves (or holds the data)
-    details: dict = dataclasses.field(default_factory=dict)
-    events: list = dataclasses.field(default_factory=list)   # [(event, data)] of the operation
 
 
 class Recovery:
@@ -147,21 +139,14 @@ def _clean(value):
 
 
 def recover(services, record):
-    """Act on one record by its kind; returns a Result. Raises AgentError (Docker...)."""
+    """Act on one record through the recover hook of the service that owns its kind
+    (deploy: deploys and rollbacks, database: restores and database deploys); returns an
+    interrupted.Result. Raises AgentError (Docker...)."""
     kind = record["kind"]
     if kind in ("deploy", "rollback"):
         return _swap(services, record)
-    if kind == "restore":
-        from agent.services.database import restore
-        status, message, details = restore.recover(services.docker, record)
-        events = _safety_backup_event(record)
-        return Result(status, message, dict(details, recovery=status), events)
-    if kind == "database_deploy":
-        container = services.docker.database_container(record["service_uid"])
-        running = container is not None and (container.attrs.get("State") or {}).get("Status") == "running"
-        state = f"{container.name} runs" if running else "the database container does not run"
-        return Result("running" if running else "failed", f"database deploy interrupted; {state}",
-                      {"recovery": "running" if running else "failed"})
+    if kind in ("restore", "database_deploy"):
+        return services.database.recover(record)
     return Result("failed", "service.app.install interrupted: its build plan may be missing, run it again",
                   {"recovery": "failed"})
 
@@ -194,16 +179,6 @@ def _operation_events(record, status, message, serving=None):
             data["code"] = "internal"
         return [("rollback_status_update", {k: v for k, v in data.items() if v is not None})]
     return []
-
-
-def _safety_backup_event(record):
-    """A restore killed while taking its safety backup: that backup failed (its partial
-    file was removed at start-up)."""
-    if record.get("phase") != "safety_backup" or not record.get("safety_backup_uid"):
-        return []
-    return [("backup_status_update", {"backup_uid": record["safety_backup_uid"], "service_uid": record["service_uid"],
-                                      "status": "failed", "backup_type": "pre_restore",
-                                      "error_message": RESTARTED, "error_code": "internal"})]
 
 
 def report(emit, record, result):

@@ -133,6 +133,7 @@ def test_restart_terminal_events_conform(tmp_path):
 
 
 def test_recovery_events_conform():
+    from agent.services.database import service as database_service
     from agent.worker import recovery
     deploy = {"kind": "deploy", "deployment_uid": "d", "service_uid": "s", "version": 3}
     for status in ("completed", "failed"):
@@ -142,7 +143,7 @@ def test_recovery_events_conform():
         for event, data in recovery._operation_events(rollback, status, "m"):
             assert events.problems(event, data) is None
     restore = {"phase": "safety_backup", "safety_backup_uid": "b", "service_uid": "s"}
-    for event, data in recovery._safety_backup_event(restore):
+    for event, data in database_service._safety_backup_failed(restore):
         assert events.problems(event, data) is None
 
 

@@ -5,6 +5,7 @@ import os
 from agent.services.backups import manifest, pipeline as backup
 from agent.services.database import provision, restore, target
 from agent.services.docker import DockerService
+from agent.services.interrupted import RESTARTED, Result
 
 
 class DatabaseService:
@@ -45,8 +46,30 @@ class DatabaseService:
         found = self._target(ctx, service_uid)
         return restore.run(ctx, self.docker, self.cfg, found, path, safety_backup)
 
+    def recover(self, record):
+        """Restart hook (docs/operations.md, "Restart recovery") for an interrupted restore or
+        database deploy: an interrupted.Result. Raises AgentError when Docker is unreachable."""
+        if record["kind"] == "restore":
+            status, message, details = restore.recover(self.docker, record)
+            return Result(status, message, dict(details, recovery=status), _safety_backup_failed(record))
+        container = self.docker.database_container(record["service_uid"])
+        running = container is not None and (container.attrs.get("State") or {}).get("Status") == "running"
+        state = f"{container.name} runs" if running else "the database container does not run"
+        status = "running" if running else "failed"
+        return Result(status, f"database deploy interrupted; {state}", {"recovery": status})
+
     def _target(self, ctx, service_uid):
         found = target.find(self.docker, service_uid)
         for value in found.secrets():
             ctx.secret(value)
         return found
+
+
+def _safety_backup_failed(record):
+    """A restore killed while taking its safety backup: that backup failed (its partial
+    file was removed at start-up by the backups service's hook)."""
+    if record.get("phase") != "safety_backup" or not record.get("safety_backup_uid"):
+        return []
+    return [("backup_status_update", {"backup_uid": record["safety_backup_uid"], "service_uid": record["service_uid"],
+                                      "status": "failed", "backup_type": "pre_restore",
+                                      "error_message": RESTARTED, "error_code": "internal"})]
