@@ -12,6 +12,7 @@ from functools import cached_property
 import gevent.pool
 
 from agent import log
+from agent.errors import AgentError
 from agent.protocol import events
 
 
@@ -43,6 +44,26 @@ class Services:
         greenlet.name = name
         greenlet.link_exception(log.log_greenlet_crash)
         return greenlet
+
+    def start(self):
+        """Start the services' background loops (the worker calls it once it runs): the host
+        sampler, the Docker events watcher, a containerised agent joining pulseup-net
+        (docs/commands.md, "Deployments"), the proxy's stored routes re-applied (docs/commands.md,
+        "Domains and the proxy"), the backup schedules and the auto-update loop."""
+        from agent.services import selfnet
+        from agent.services.docker import events as docker_events
+        self.system.start(self)
+        self.docker_events = docker_events.start(self)
+        selfnet.start(self)
+        self.spawn("proxy-reapply", self._reapply_proxy)
+        self.backups.start(self)
+        self.update.start(self)
+
+    def _reapply_proxy(self):
+        try:
+            self.proxy.reapply()
+        except AgentError as exc:
+            log.get("proxy").warning("could not re-apply the proxy configuration: %s", exc.message)
 
     def close(self, timeout=5.0):
         for service in list(self.__dict__.values()):

@@ -69,9 +69,7 @@ class Worker:
 
     def _start_after_first_auth(self):
         """docs/commands.md, "Monitoring": monitoring starts after the first authenticated connection."""
-        monitoring = _optional(self.services, "monitoring")
-        if monitoring is not None and hasattr(monitoring, "start"):
-            monitoring.start()
+        self.services.monitoring.start()
 
     def _tell_supervisor(self):
         from agent import __version__
@@ -100,25 +98,9 @@ class Worker:
         self.link.reconnect("using the renewed certificate")
 
     def _start_background(self):
-        """Samplers and watchers; each spawned through services.spawn (one owner)."""
-        self.services.system.start(self.services)
-        from agent.services.docker import events as docker_events
-        self.services.docker_events = docker_events.start(self.services)
-        from agent.services import selfnet    # a containerised agent joins pulseup-net (docs/commands.md, "Deployments")
-        selfnet.start(self.services)
-        self.services.spawn("proxy-reapply", self._reapply_proxy)
+        """The services' loops (each owned by services.spawn), then the recoveries."""
+        self.services.start()
         self.recovery.start(self.dispatcher)
-        for name in ("backups", "update"):   # schedules; the auto-update loop
-            service = _optional(self.services, name)
-            if service is not None and hasattr(service, "start"):
-                service.start(self.services)
-
-    def _reapply_proxy(self):
-        """docs/commands.md, "Domains and the proxy": the proxy gets the agent's stored routes back at start-up."""
-        try:
-            self.services.proxy.reapply()
-        except AgentError as exc:
-            _log.warning("could not re-apply the proxy configuration: %s", exc.message)
 
     def run(self):
         """Serve until SIGTERM or the link gives up; returns the exit code."""
@@ -156,13 +138,6 @@ class Worker:
         self.services.close(timeout=2)
         self.outbox.close()
         self.calls.close()
-
-
-def _optional(services, name):
-    try:
-        return getattr(services, name)
-    except (AttributeError, ImportError):
-        return None
 
 
 def _hardware_event(services):
