@@ -1,5 +1,5 @@
-"""Parsers for the value forms shared by settings and requests, and :func:`rfc3339`, the
-one formatter of timestamps.
+"""Parsers for the value forms shared by settings and requests, :func:`rfc3339`, the
+one formatter of timestamps, and :func:`read_exactly`, the one reader of fixed-size frames.
 
 Each parser takes a string and returns the parsed value or raises
 ``ValueError`` whose message is the expected form; callers add the key and
@@ -103,3 +103,21 @@ def rfc3339(epoch=None, precision="us"):
     if precision == "auto":
         return moment.isoformat().replace("+00:00", "Z")
     raise ValueError(f"unknown precision {precision!r}")
+
+
+class TruncatedFrame(EOFError):
+    """The stream ended after part of a fixed-size read."""
+
+
+def read_exactly(read, count):
+    """``count`` bytes from ``read(n)`` (a socket's recv, a file's read1); None when the
+    stream ends before the first byte; TruncatedFrame when it ends after part of them."""
+    data = b""
+    while len(data) < count:
+        part = read(count - len(data))
+        if not part:
+            if data:
+                raise TruncatedFrame(f"stream ended after {len(data)} of {count} bytes")
+            return None
+        data += part
+    return data

@@ -91,22 +91,10 @@ def _ask(path):
 
 
 def _read_reply(sock):
-    header = _recv(sock, 4)
+    header = ipc.recv_exact(sock, 4)
     if header is None:
         return None
-    return ipc.load_reply(ipc.decode(_recv(sock, ipc.body_length(header)) or b""))
-
-
-def _recv(sock, count):
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            if data:
-                raise ipc.FrameError("connection closed inside a frame")
-            return None
-        data += chunk
-    return data
+    return ipc.load_reply(ipc.decode(ipc.recv_exact(sock, ipc.body_length(header)) or b""))
 
 
 def check_worker(findings):

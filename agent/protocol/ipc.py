@@ -17,6 +17,7 @@ import struct
 from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from agent.protocol.fields import StrictBoolean, StrictNumber, StrictString
+from agent.values import TruncatedFrame, read_exactly
 
 MAX_FRAME = 1024 * 1024
 HEADER = struct.Struct(">I")
@@ -77,6 +78,15 @@ class ReplyEnvelope(_Loose):
     ok = StrictBoolean(required=True)
     result = fields.Dict(load_default=dict, allow_none=True)
     error = fields.Nested(ErrorBody, load_default=None, allow_none=True)
+
+
+def recv_exact(sock, count):
+    """``count`` bytes of a frame from ``sock``; None on a clean close before the first
+    byte; FrameError when the peer closes inside a frame."""
+    try:
+        return read_exactly(sock.recv, count)
+    except TruncatedFrame as exc:
+        raise FrameError("connection closed inside a frame") from exc
 
 
 def encode(message):

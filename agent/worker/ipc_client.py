@@ -117,10 +117,10 @@ class SupervisorClient:
         reason = "connection closed by the supervisor"
         try:
             while True:
-                header = _recv_exact(sock, 4)
+                header = ipc.recv_exact(sock, 4)
                 if header is None:
                     break
-                reply = ipc.load_reply(ipc.decode(_recv_exact(sock, ipc.body_length(header)) or b""))
+                reply = ipc.load_reply(ipc.decode(ipc.recv_exact(sock, ipc.body_length(header)) or b""))
                 self._deliver(reply)
         except (OSError, ipc.FrameError) as exc:
             reason = f"connection lost: {exc}"
@@ -145,19 +145,6 @@ class SupervisorClient:
         for waiter in list(self._pending.values()):
             if not waiter.ready():
                 waiter.set_exception(lost)
-
-
-def _recv_exact(sock, count):
-    """count bytes, None on a clean EOF before the first byte; raises FrameError inside a frame."""
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        if not chunk:
-            if not data:
-                return None
-            raise ipc.FrameError("connection closed inside a frame")
-        data += chunk
-    return data
 
 
 def _result(op, reply):

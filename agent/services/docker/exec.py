@@ -13,6 +13,7 @@ import time
 
 from agent.errors import AgentError
 from agent.services.docker.errors import translate
+from agent.values import TruncatedFrame, read_exactly
 
 READ_SIZE = 1 << 20
 _HEADER = struct.Struct(">BxxxL")
@@ -88,15 +89,10 @@ class ExecStream:
             raise AgentError("unavailable", f"docker exec stream: {exc}") from exc
 
     def _read_exactly(self, size):
-        data = b""
-        while len(data) < size:
-            part = self._read1(size - len(data))
-            if not part:
-                if data:
-                    raise AgentError("unavailable", "docker exec stream ended inside a frame header")
-                return None
-            data += part
-        return data
+        try:
+            return read_exactly(self._read1, size)
+        except TruncatedFrame as exc:
+            raise AgentError("unavailable", "docker exec stream ended inside a frame header") from exc
 
     def send(self, data):
         """Write to the command's stdin; raises AgentError when the command is gone."""
