@@ -141,24 +141,24 @@ def _classify(env, obj):
 
 
 def _unwrap_command(message, data):
-    message.wrapped = True
-    if not isinstance(data, dict) or not isinstance(data.get("command"), str) or not data["command"]:
-        message.event, message.wrapper_error = "command", "invalid command format"
-        return message
-    message.event = data["command"]
-    message.data_present = "data" in data
-    message.data = data.get("data")
-    return message
+    valid = isinstance(data, dict) and isinstance(data.get("command"), str) and data["command"]
+    return _unwrapped(message, data, "command", valid, "command", "invalid command format")
 
 
 def _unwrap_call(message, data):
+    valid = (isinstance(data, dict) and isinstance(data.get("event"), str) and data["event"]
+             and data.get("type", "call") == "call")
+    return _unwrapped(message, data, "event", valid, "call", "invalid call message format")
+
+
+def _unwrapped(message, data, key, valid, label, error):
+    """The inner command of a wrapper: ``data[key]`` names it; an invalid wrapper keeps
+    ``label`` as the event and the error to answer with."""
     message.wrapped = True
-    inner_ok = (isinstance(data, dict) and isinstance(data.get("event"), str) and data["event"]
-                and data.get("type", "call") == "call")
-    if not inner_ok:
-        message.event, message.wrapper_error = "call", "invalid call message format"
+    if not valid:
+        message.event, message.wrapper_error = label, error
         return message
-    message.event = data["event"]
+    message.event = data[key]
     message.data_present = "data" in data
     message.data = data.get("data")
     return message
