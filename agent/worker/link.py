@@ -145,7 +145,7 @@ class Link:
                 url, timeout=AUTH_TIMEOUT, sslopt=sslopt, skip_utf8_validation=True,
                 enable_multithread=True, header=[f"User-Agent: PulseUp-Agent/{__version__}"])
         except websocket.WebSocketConnectionClosedException:
-            # ENVIRONMENT.md: a refused client certificate shows up as "connection lost"
+            # docs/hosts.md, "TLS": a refused client certificate shows up as "connection lost"
             raise ConnectionError("the server closed the connection during the handshake "
                                   "(is the client certificate accepted?)") from None
         ws.settimeout(self.cfg.ping_timeout)

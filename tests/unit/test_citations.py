@@ -5,7 +5,8 @@ import pathlib
 import re
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-OUTSIDE = re.compile(r"decisions [0-9]|decisions\.md|\.\./shared|protocol\.md (?:section |§)?[0-9]"
+OUTSIDE = re.compile(r"decisions [0-9]|decisions\.md|\.\./shared|ENVIRONMENT\.md"
+                     r"|protocol\.md (?:section |§)?[0-9]"
                      r"|commands\.md (?:section |§)?[0-9]|``(?:commands|protocol)\.md`` section"
                      r"|\bSTYLE(?:\.md|\s+[0-9]|\s+habit|:|\s+\")")
 DOC = re.compile(r"docs/([a-z]+\.md)")
@@ -32,6 +33,7 @@ def test_every_cited_document_exists():
 def test_the_pattern_catches_each_form():
     for text in ("(decisions 12)", "see decisions.md", "../shared/spec", "protocol.md 6",
                  "commands.md 2.5.3", "commands.md section 3", "``commands.md`` section 1.2",
-                 "(STYLE 7)", "STYLE: every greenlet", "STYLE.md \"Performance habits\""):
+                 "(STYLE 7)", "STYLE: every greenlet", "STYLE.md \"Performance habits\"",
+                 "(ENVIRONMENT.md, \"Caddy\")", "shared/ENVIRONMENT.md"):
         assert OUTSIDE.search(text), text
     assert not OUTSIDE.search('docs/commands.md, "Operations"')

@@ -1,7 +1,7 @@
 """Constant-memory byte plumbing for backups: compress+hash+write, hash, decompress.
 
 CPU-heavy steps (zstd, zlib, SHA-256 over megabytes) and regular-file I/O run in
-``gevent.get_hub().threadpool`` (ENVIRONMENT.md: compressing in the hub stalls every
+``gevent.get_hub().threadpool`` (docs/hosts.md, "Compression and hashing": compressing in the hub stalls every
 greenlet; python-zstandard, zlib and hashlib release the GIL on large buffers). Each
 object here is used by one greenlet at a time, so it needs no lock.
 """

@@ -9,8 +9,8 @@ Layout:
   (docs/commands.md, "Domains and the proxy": the agent re-applies its own state).
 - ``pulseup_https`` (:443): one route per managed domain.
 - ``pulseup_http`` (:80): HTTP->HTTPS redirects of ``force_https`` domains, routes of the
-  other domains, then a terminal 404 for unknown hosts (ENVIRONMENT.md: a Host matching no
-  route otherwise gets an empty 200).
+  other domains, then a terminal 404 for unknown hosts (docs/hosts.md, "Caddy": a Host
+  matching no route otherwise gets an empty 200).
 - ``tls.automation.policies``: one per managed domain, with its own ACME email, or Caddy's
   internal CA when ``CADDY_TLS_ISSUER=internal``.
 """
@@ -105,7 +105,7 @@ def build_document(records, issuer="acme", https_port=443, http_port=80):
                 HTTP_SERVER: {"listen": [":80"], "routes": http_routes},
             }},
             "tls": {"automation": {"policies": [tls_policy(r, issuer) for r in managed]}},
-            # never try to install Caddy's local root into a trust store (ENVIRONMENT.md)
+            # never try to install Caddy's local root into a trust store (docs/hosts.md, "Caddy")
             "pki": {"certificate_authorities": {"local": {"install_trust": False}}},
         },
     }

@@ -5,7 +5,7 @@ Every change runs as one transaction under the host-wide proxy lock (docs/comman
 temporary file, ``POST /load`` it through the admin socket, and only on HTTP 200 rename the
 file to ``caddy.json``, refresh the proxy's boot document and commit the state file. Any
 failure leaves the files untouched, and Caddy itself keeps serving its previous config when
-it refuses a load (ENVIRONMENT.md, "Caddy").
+it refuses a load (docs/hosts.md, "Caddy").
 """
 
 import copy

@@ -17,7 +17,7 @@ USERNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
 DATABASE_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,62}\Z")
 
 # The official postgres image's initdb leaves trust on the local socket; probing over TCP
-# (ENVIRONMENT.md, "Readiness of database containers") skips the temporary init server,
+# (docs/hosts.md, "Database containers") skips the temporary init server,
 # which listens on the socket only.
 _PG_PROBE = ('PGPASSWORD="$POSTGRES_PASSWORD" psql -h 127.0.0.1 -U "$POSTGRES_USER" '
              '-d "$POSTGRES_DB" -tAc "SELECT 1"')
@@ -172,7 +172,7 @@ ENGINES = {
     "redis": Engine(
         "redis", "db_image_redis", 6379, "/data", "default", "0",
         _REDIS_CLI + "ping", _REDIS_CLI + "INFO server", _redis_env,
-        # repl-diskless-sync-delay 0: `redis-cli --rdb` otherwise waits 5 s (ENVIRONMENT.md).
+        # repl-diskless-sync-delay 0: `redis-cli --rdb` otherwise waits 5 s (docs/hosts.md).
         # the password goes into a 0600 config file (redis quoting: \\ and \" escaped), not argv
         command=["sh", "-c", "umask 077; { printf 'requirepass \"'; "
                              "printf '%s' \"$REDIS_PASSWORD\" | sed 's/[\\\\\"]/\\\\&/g'; printf '\"\\n'; } "

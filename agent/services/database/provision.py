@@ -2,7 +2,7 @@
 
 Volume ``pulseup-db-vol-<uid>`` -> host port -> image (never pulled with
 ``DB_IMAGE_PULL=never``) -> container ``pulseup-db-<uid>`` on ``pulseup-net`` -> start ->
-authenticated readiness probe over TCP inside the container (ENVIRONMENT.md: the local
+authenticated readiness probe over TCP inside the container (docs/hosts.md, "Database containers": the local
 socket answers during first-start initialisation, before the real server runs).
 """
 
