@@ -74,19 +74,37 @@ def test_the_checker_sees_every_import_form(tmp_path, monkeypatch):
             "agent.supervisor.main", "agent.supervisor.main.run_main", "agent.supervisor.arbiter"))
 
 
-def test_only_the_docker_adapter_catches_docker_errors():
-    """One door per external system (docs/design.md): Docker's exceptions are translated in
-    the engine adapter, agent/services/docker/, and nowhere else."""
+def _touches_docker_errors(node):
+    if isinstance(node, ast.ExceptHandler):
+        return node.type is not None and "docker.errors" in ast.unparse(node.type)
+    if isinstance(node, ast.Import):
+        return any(alias.name.startswith("docker.errors") for alias in node.names)
+    if isinstance(node, ast.ImportFrom):
+        return node.module == "docker.errors" or (node.module == "docker" and
+                                                  any(a.name == "errors" for a in node.names))
+    return isinstance(node, ast.Attribute) and ast.unparse(node) == "docker.errors"
+
+
+def test_only_the_docker_adapter_touches_docker_errors():
+    """One door per external system (docs/design.md): Docker's exceptions are imported, caught
+    and translated in the engine adapter, agent/services/docker/, and nowhere else."""
     adapter = ROOT / "services" / "docker"
-    catching = []
+    touching = []
     for path in sorted(ROOT.rglob("*.py")):
         if adapter in path.parents:
             continue
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-            if isinstance(node, ast.ExceptHandler) and node.type is not None \
-                    and "docker.errors" in ast.unparse(node.type):
-                catching.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
-    assert catching == []
+            if _touches_docker_errors(node):
+                touching.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    assert touching == []
+
+
+def test_the_docker_errors_check_sees_each_form():
+    for text in ("import docker.errors", "from docker.errors import NotFound", "from docker import errors",
+                 "docker.errors.create_api_error_from_http_exception(e)",
+                 "try:\n    pass\nexcept docker.errors.NotFound:\n    pass"):
+        assert any(_touches_docker_errors(n) for n in ast.walk(ast.parse(text))), text
+    assert not any(_touches_docker_errors(n) for n in ast.walk(ast.parse("import docker.types")))
 
 
 @pytest.mark.parametrize("forbidden", ["agent.worker", "agent.handlers"])

@@ -50,25 +50,16 @@ class LogReader:
     """
 
     def __init__(self, docker_service, container, follow=False, tail="all", since=None):
-        import docker.errors
-        import requests
-
-        api = docker_service.api
         self.tty = bool((container.attrs.get("Config") or {}).get("Tty"))
         params = {"stdout": 1, "stderr": 1, "follow": int(follow), "tail": tail}
         if since:
             params["since"] = f"{since:.9f}"
-        url = f"{api.base_url}/v{api.api_version}/containers/{container.id}/logs"
         # a follow stream may stay quiet for hours: no read timeout (as docker-py's
         # _disable_socket_timeout does for its own streams)
         timeout = (CONNECT_TIMEOUT, None if follow else READ_TIMEOUT)
-        with translate(f"logs of {container.name}"):
-            self._response = api.get(url, params=params, stream=True, timeout=timeout)
-            try:
-                self._response.raise_for_status()
-            except requests.HTTPError as exc:
-                self.close()
-                docker.errors.create_api_error_from_http_exception(exc)
+        self._response = None
+        self._response = docker_service.open_stream(f"/containers/{container.id}/logs", params, timeout,
+                                                    f"logs of {container.name}")
 
     def close(self):
         """Close the connection (also unblocks a reader waiting in another greenlet)."""

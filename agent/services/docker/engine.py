@@ -11,7 +11,7 @@ import time
 
 from agent.errors import AgentError
 from agent.services.docker import exec as _exec
-from agent.services.docker.errors import inspect_or_none, translate
+from agent.services.docker.errors import api_error, inspect_or_none, map_error, translate
 from agent.services.docker.labels import (
     _HEX_ID, COMPONENT, COMPOSE_PROJECT, CONTAINER_REF, EXPECTED_TTL, MANAGED, NETWORK, SERVICE_UID,
     is_app_candidate, is_database, is_managed, labels_of, state_of, version_of)
@@ -184,6 +184,22 @@ class DockerService:
     def ensure_network(self, name=NETWORK):
         """The bridge network ``name``, created when missing (exact name match)."""
         return ensure_network(self.client, name)
+
+    def open_stream(self, path, params, timeout, what):
+        """A streaming ``GET`` of an engine API path (the raw response, read by the caller:
+        container logs in the engine's own framing). Raises the translated AgentError."""
+        import requests
+
+        api = self.api
+        with translate(what):
+            response = api.get(f"{api.base_url}/v{api.api_version}{path}", params=params, stream=True,
+                               timeout=timeout)
+            try:
+                response.raise_for_status()
+            except requests.HTTPError as exc:
+                response.close()
+                raise map_error(api_error(exc), what) from exc
+        return response
 
     def inspect_container(self, name):
         """Container inspect dict, or None when absent; raises AgentError otherwise."""

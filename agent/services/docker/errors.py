@@ -31,6 +31,17 @@ def map_error(exc, what="docker"):
     return AgentError("internal", f"internal error: {what}: {exc}")
 
 
+def api_error(http_error):
+    """docker-py's own APIError (NotFound, ...) for the requests HTTPError of a raw engine call."""
+    import docker.errors
+
+    try:
+        docker.errors.create_api_error_from_http_exception(http_error)
+    except docker.errors.APIError as exc:
+        return exc
+    return docker.errors.APIError(str(http_error))
+
+
 def _is_connect_failure(exc):
     # docker-py wraps a failed version probe in a bare DockerException (api/client.py).
     import docker.errors
