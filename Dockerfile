@@ -2,9 +2,10 @@
 # against a devserver (docker-compose.yml). Not for production: production is
 # the Debian package and its two systemd units (docs/operations.md).
 #
-# decisions 37: no registry is reachable on the project's build machines; the
-# test (tests/integration/devcontainer/) builds this file FROM a stand-in for
-# debian:bookworm-slim made there with debootstrap + `docker import`.
+# No registry is reachable on the project's build machines (docs/operations.md,
+# "Development containers"); the test (tests/integration/devcontainer/) builds
+# this file FROM a stand-in for debian:bookworm-slim made there with
+# debootstrap + `docker import`.
 FROM debian:bookworm-slim
 
 RUN apt-get update \
@@ -19,8 +20,8 @@ RUN apt-get update \
  && install -d -o root -g pulseup -m 0750 /var/log/pulseup \
  && install -d -o pulseup-worker -g pulseup -m 0750 /var/log/pulseup/deployments
 
-# The venv is made with Debian's interpreter outside /root (decisions 36a), so
-# the worker dropped to pulseup-worker can execute it.
+# The venv is made with Debian's interpreter outside /root, so the worker
+# dropped to pulseup-worker can execute it (docs/hosts.md, "The test machines").
 COPY setup.py setup.cfg README.md /src/
 COPY agent /src/agent
 RUN python3 -m venv /usr/lib/pulseup-agent \

@@ -10,8 +10,9 @@
 #
 # As root (the usual case on a fresh server) the agent runs as `pulseup-agent run`: the
 # root supervisor plus a worker child dropped to the `pulseup-dev` system user, from a venv
-# made with Debian's /usr/bin/python3 outside /root (decisions 36a). As another user it
-# runs the worker in-process as that user.
+# made with Debian's /usr/bin/python3 outside /root: a worker dropped to another user cannot
+# run an interpreter that lives under /root (docs/hosts.md, "The test machines"). As another
+# user it runs the worker in-process as that user.
 set -euo pipefail
 FORCE_DOCKER=0
 case "${1:-}" in
@@ -92,7 +93,8 @@ done
 TOKEN=$("$AGENT" devserver --data-dir "$DEMO/devserver" --listen "$LISTEN" token)
 install -m 0644 "$DEMO/devserver/ca.crt" "$DEMO/ca.crt"
 
-# The join token goes into a config file, never onto a command line (decisions 12).
+# The join token goes into a config file, never onto a command line (docs/protocol.md,
+# "Enrollment and certificates").
 umask 027
 cat >"$DEMO/agent.conf" <<CONF
 WEBSOCKET_URL=wss://$LISTEN/ws/agent_v2

@@ -22,7 +22,7 @@ if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
   bash scripts/install-test-deps.sh
   # Tests run the worker as unprivileged users, which must read the checkout and execute
   # its venv. A clone under a private directory (/root is 0700) is copied to a readable
-  # place and the run continues from there (ENVIRONMENT.md).
+  # place and the run continues from there (docs/hosts.md, "The test machines").
   if [ -z "${PULSEUP_TEST_RELOCATED:-}" ] && ! runuser -u nobody -- test -r "$PWD/agent/__init__.py"; then
     dest=/var/tmp/pulseup-test-checkout
     echo "test.sh: $PWD is not readable by other users; running from a copy in $dest" >&2
@@ -35,7 +35,7 @@ if [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ]; then
 fi
 
 # The venv is made from Debian's interpreter: processes dropped to another
-# user cannot execute the pyenv build under /root (ENVIRONMENT.md).
+# user cannot execute the pyenv build under /root (docs/hosts.md, "The test machines").
 PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 if [ ! -x .venv/bin/python ] || [ setup.cfg -nt .venv/.installed ]; then

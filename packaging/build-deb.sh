@@ -3,7 +3,7 @@
 #
 #   packaging/build-deb.sh [OUTPUT_DIR]        (default: dist/)
 #
-# The equivalent of dh-virtualenv done by hand (decisions 36): a virtualenv
+# The equivalent of dh-virtualenv done by hand (docs/operations.md, "Install"): a virtualenv
 # made with Debian's /usr/bin/python3 at its final path inside the staging
 # tree, the project and its dependencies pip-installed into it from PyPI, the
 # paths pip wrote rewritten from the staging root to /usr/lib/pulseup-agent,
@@ -90,7 +90,7 @@ install_files() {
 	# Values come from the code (exit codes, GRACEFUL_TIMEOUT); see render-units.sh.
 	sh "$HERE/render-units.sh" "$STAGE/lib/systemd/system" "$PY"
 	# 0640 already in the package: no world-readable window before the
-	# postinst gives it to root:pulseup (decisions 23; it may hold JOIN_TOKEN).
+	# postinst gives it to root:pulseup (docs/operations.md, "Install"; it may hold JOIN_TOKEN).
 	install -m 0640 "$SRC/conf/config.example" "$STAGE/etc/pulseup-agent/config"
 	install -m 0644 "$HERE/logrotate/pulseup-agent" "$STAGE/etc/logrotate.d/pulseup-agent"
 	install -m 0644 "$HERE/host-setup.sh" "$STAGE$APP/host-setup.sh"

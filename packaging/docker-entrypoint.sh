@@ -6,7 +6,7 @@
 # creates a missing bind source as root:root 0755, and the image's ownership
 # applies only to named volumes, so the worker (pulseup-worker) could not
 # write its outbox there. Run as root, hand the directories to the worker
-# first, with the modes of decisions 23.
+# first, with the modes of docs/design.md, "Settings and files".
 set -eu
 if [ "$(id -u)" = 0 ] && getent passwd pulseup-worker >/dev/null; then
 	for dir in /var/lib/pulseup/state /var/lib/pulseup/certs; do

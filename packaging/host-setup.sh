@@ -2,8 +2,8 @@
 #
 # Sourced by the Debian postinst and by install.sh so both create exactly the
 # same layout; POSIX sh, idempotent, safe to run on every upgrade. Modes
-# follow decisions 23 (STATE_DIR 0700, the config root:pulseup 0640) and the
-# split of decisions 13/36: root owns what the supervisor alone may change
+# follow docs/operations.md, "Install" (STATE_DIR 0700, the config root:pulseup
+# 0640) and the two-process split: root owns what the supervisor alone may change
 # (the update store, the config), pulseup-worker owns what the worker writes.
 # Paths are the defaults of agent/config.py; tests/packaging checks both.
 
@@ -42,8 +42,8 @@ pulseup_create_accounts() {
 				--comment "PulseUp agent worker" "$PULSEUP_USER"
 		fi
 	fi
-	# decisions 36: docker access through group membership, never
-	# SupplementaryGroups= in the unit. Membership is root-equivalent.
+	# Docker access through group membership, never SupplementaryGroups= in
+	# the unit (docs/operations.md, "The units"). Membership is root-equivalent.
 	if getent group docker >/dev/null; then
 		usermod -a -G docker "$PULSEUP_USER"
 	fi

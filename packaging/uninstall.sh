@@ -1,6 +1,7 @@
 #!/bin/sh
 # The packaged uninstall behind the supervisor's agent.uninstall op
-# (decisions 16), installed as /usr/lib/pulseup-agent/uninstall. It removes
+# (docs/operations.md, "Upgrade, remove, purge"), installed as
+# /usr/lib/pulseup-agent/uninstall. It removes
 # the agent and keeps configuration, certificates, backups and every managed
 # app and database container running.
 set -eu

@@ -3,8 +3,8 @@
 #
 # Idempotent and cheap when repeated: if every package is already installed it
 # exits without touching apt (about a second). Services are never left running:
-# systemd is not PID 1 on the test machines (shared/ENVIRONMENT.md, "Packaging
-# and systemd"), so postinst scripts must not try to start daemons, and a daemon a
+# systemd is not PID 1 on the test machines (docs/hosts.md, "The test
+# machines"), so postinst scripts must not try to start daemons, and a daemon a
 # maintainer script starts anyway is stopped again. The tests start private
 # instances of every service themselves.
 set -eu
