@@ -2,7 +2,7 @@
 WebSocket echo server (the baseline peer), a bare websocket-client caller, and a "lab" that
 runs an in-process devserver with real workers in subprocesses.
 
-Every entry script patches gevent first (ENVIRONMENT.md: before ssl/socket are imported).
+Every entry script patches gevent first, before ssl/socket are imported (docs/hosts.md, "gevent").
 This module is also a subprocess entry point::
 
     python -m bench.common echo CERT KEY      # prints PORT=<n>, then echoes text frames
@@ -305,7 +305,7 @@ class Lab:
 # -- subprocess entry points --------------------------------------------------------------
 
 def _sleep_command(ctx, request):
-    """decisions 40: the slow command of the pressure bench, registered in this process only."""
+    """The slow command of the pressure bench, registered in this process only (docs/design.md, "Testing privileged operations")."""
     gevent.sleep(request.get("seconds", 0) if isinstance(request, dict) else 0)
     return {"slept": True}
 

@@ -2,7 +2,7 @@
 
 The devserver runs as a subprocess on a fixed loopback port. Connected to it: one real worker
 (``python -m bench.common worker``) and ``--agents`` (200) simulated agents, each a real
-:class:`agent.worker.link.Link` (own identity, outbox, backoff with equal jitter, decisions 7)
+:class:`agent.worker.link.Link` (own identity, outbox, backoff with equal jitter: docs/protocol.md, "Connection")
 in this process. The devserver is killed (SIGTERM, no close frames: a crash), stays down
 ``--down`` seconds, and is started again on the same port and data directory. Each agent's
 reconnect time is its ``authenticated_at`` (server clock) minus the moment the new server

@@ -3,7 +3,7 @@
 gevent's monitor thread reports a greenlet that runs longer than
 ``PULSEUP_BLOCKING_THRESHOLD`` seconds (default 0.1) without yielding; the
 closest Python analogue of a race detector for this code. Not part of CI
-(decisions 38): the threshold is a machine-dependent timing.
+(docs/design.md, "Test sizes"): the threshold is a machine-dependent timing.
 """
 
 import os

@@ -12,7 +12,7 @@ from hypothesis import settings  # noqa: E402
 
 from tests.ci import pytest_runtest_makereport  # noqa: E402,F401  (CI=true: a skip fails)
 
-# decisions 39: the `ci` profile; a full run lives in bench/.
+# The `ci` profile (docs/design.md, "Test sizes"); a full run lives in bench/.
 settings.register_profile("ci", max_examples=500, deadline=None)
 settings.register_profile("dev", max_examples=100, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") == "true" else "dev")

@@ -19,7 +19,8 @@ from cryptography.x509.oid import NameOID
 
 
 def make_csr(key=None):
-    """(key, csr_pem) for a fresh Ed25519 key, subject as protocol.md section 4 says."""
+    """(key, csr_pem) for a fresh Ed25519 key, as an enrolling agent makes it (docs/protocol.md,
+    "Enrollment and certificates")."""
     key = key or ed25519.Ed25519PrivateKey.generate()
     subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PulseUp"),
                          x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "PulseUp Agent"),

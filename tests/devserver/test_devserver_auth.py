@@ -1,4 +1,4 @@
-"""Challenge authentication over the WebSocket (protocol.md section 3, decisions 6)."""
+"""Challenge authentication over the WebSocket (docs/protocol.md, "Connection"; docs/devserver.md, "WebSocket `/ws/agent_v2`")."""
 
 import base64
 import time

@@ -1,4 +1,5 @@
-"""Enrollment, renewal, admin token, CA pin, persistence (protocol.md section 4)."""
+"""Enrollment, renewal, admin token, CA pin, persistence (docs/protocol.md, "Enrollment and certificates";
+docs/devserver.md, "HTTP API")."""
 
 import hashlib
 import json

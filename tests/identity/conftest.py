@@ -39,7 +39,7 @@ def cert_dir_entries(cfg):
 
 
 def authenticate(server, identity):
-    """Run the challenge of protocol.md 3 with the identity's TLS context and signature;
+    """Run the authentication challenge (docs/protocol.md, "Connection") with the identity's TLS context and signature;
     returns the auth_response data."""
     ws = websocket.create_connection(server.ws_url, sslopt={"context": identity.ssl_context()}, timeout=10)
     try:

@@ -1,4 +1,4 @@
-"""Enrollment against the real devserver over real TLS (protocol.md 4, decisions 9-12)."""
+"""Enrollment against the real devserver over real TLS (docs/protocol.md, "Enrollment and certificates")."""
 
 import logging
 import os

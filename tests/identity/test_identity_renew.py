@@ -1,4 +1,4 @@
-"""Renewal against the real devserver over mTLS (protocol.md 4, decisions 10)."""
+"""Renewal against the real devserver over mTLS (docs/protocol.md, "Enrollment and certificates")."""
 
 import os
 

@@ -174,7 +174,7 @@ def test_caddy_serves_a_loaded_route(caddy_server):
         {"match": [{"host": ["smoke.test"]}],
          "handle": [{"handler": "static_response", "body": "smoke route ok"}],
          "terminal": True},
-        # A Host matching no route gets an empty 200 otherwise (ENVIRONMENT.md, "Caddy").
+        # A Host matching no route gets an empty 200 otherwise (docs/hosts.md, "Caddy").
         {"handle": [{"handler": "static_response", "status_code": 404}], "terminal": True},
     ]
     server = {"listen": [f"127.0.0.1:{caddy_server.http_port}"], "routes": routes,

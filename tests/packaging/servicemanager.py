@@ -1,4 +1,4 @@
-"""systemd's part for the packaging tests, where systemd is not PID 1 (ENVIRONMENT.md).
+"""systemd's part for the packaging tests, where systemd is not PID 1 (docs/hosts.md, "The test machines").
 
 :class:`ServiceManager` starts units with unitrun.UnitProcess, restarts a unit
 that exits as its Restart=, RestartSec= and RestartPreventExitStatus= say, and

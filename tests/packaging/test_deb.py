@@ -55,7 +55,7 @@ def test_venv_layout_and_entry_point(contents):
     assert contents["/usr/bin/pulseup-agent"][2] == "../lib/pulseup-agent/bin/pulseup-agent"
     assert "/usr/lib/pulseup-agent/bin/pulseup-agent" in contents
     assert any(p.startswith("/usr/lib/pulseup-agent/lib/python3.11/site-packages/gevent/") for p in contents)
-    # decisions 36a: made from Debian's interpreter, never a build under /root
+    # made from Debian's interpreter, never a build under /root (docs/hosts.md, "The test machines")
     assert contents["/usr/lib/pulseup-agent/bin/python3"][2].endswith("bin/python3")
     assert not [p for p in contents if p.endswith(".pyc") or "__pycache__" in p]
 
@@ -105,7 +105,7 @@ def test_supervisor_unit(unpacked):
     assert svc["ExecStart"] == "/usr/bin/pulseup-agent supervisor"
     assert svc["RuntimeDirectory"] == "pulseup"
     assert svc["KillMode"] == "mixed"
-    # decisions 36: the supervisor keeps full access
+    # the supervisor keeps full access (docs/operations.md, "The units")
     for key in ("NoNewPrivileges", "ProtectSystem", "ProtectHome", "PrivateTmp"):
         assert key not in svc
 
@@ -120,7 +120,7 @@ def test_worker_unit(unpacked):
     assert svc["ExecStart"] == "/usr/bin/pulseup-agent worker"
     assert float(svc["TimeoutStopSec"]) > config.BY_NAME["GRACEFUL_TIMEOUT"].default
     assert {int(code) for code in svc["RestartPreventExitStatus"].split()} == set(exitcodes.NO_RESTART)
-    assert "SupplementaryGroups" not in svc     # decisions 36: group membership instead
+    assert "SupplementaryGroups" not in svc     # group membership instead (docs/operations.md, "The units")
     assert (svc["NoNewPrivileges"], svc["ProtectSystem"], svc["ProtectHome"], svc["PrivateTmp"]) == \
         ("yes", "strict", "yes", "yes")
     writable = {path.lstrip("-") for path in svc["ReadWritePaths"].split()}

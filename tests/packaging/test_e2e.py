@@ -85,7 +85,7 @@ def test_installed_agent_enrolls_and_answers_ping(configured, units):
     assert os.stat(f"/proc/{worker.proc.pid}").st_uid == pwd.getpwnam("pulseup-worker").pw_uid
     assert os.stat(f"/proc/{supervisor.proc.pid}").st_uid == 0
     # After authenticating, the worker reported to the supervisor over the IPC socket
-    # (decisions 13): its audit line names the op and the worker's uid.
+    # (docs/protocol.md, "Supervisor IPC"): its audit line names the op and the worker's uid.
     assert _eventually(lambda: "worker.status" in supervisor.output()), supervisor.output()[-3000:]
     assert worker.stop() == 0, worker.output()[-3000:]
 

@@ -10,7 +10,7 @@ import pytest
 
 from debtools import dpkg, installed_version, purge, repack, run
 
-# The layout of issue 12 and decisions 23, written out independently of host-setup.sh.
+# The layout of issue 12 and docs/operations.md ("Install"), written out independently of host-setup.sh.
 LAYOUT = {
     "/etc/pulseup-agent/config": ("root", "pulseup", 0o640),
     "/var/lib/pulseup": ("root", "pulseup", 0o750),

@@ -32,7 +32,8 @@ def test_install_sh_then_packaged_uninstall(script_install):
     assert run(["/usr/bin/pulseup-agent", "--version"]).stdout.startswith("pulseup-agent ")
     verify = run(["systemd-analyze", "verify", *UNITS], check=False)
     assert verify.returncode == 0 and "Unknown" not in verify.stderr, verify.stderr
-    # agent.uninstall's flag and script (decisions 16): the agent goes, data and config stay.
+    # agent.uninstall's flag and script (docs/operations.md, "Upgrade, remove, purge"): the agent goes, data and
+    # config stay.
     os.makedirs("/var/run/pulseup-agent", exist_ok=True)
     open("/var/run/pulseup-agent/delete-needed", "w").close()
     run(["/usr/lib/pulseup-agent/uninstall"], env={"PULSEUP_UNINSTALL_DETACHED": "1"})

@@ -1,4 +1,4 @@
-"""End to end self-update with real dpkg (decisions 17, issue 12).
+"""End to end self-update with real dpkg (docs/operations.md, "Self-update"; issue 12).
 
 The package of this session is installed with ``dpkg -i``; its supervisor and
 worker run the way their units say (unitrun.py), enrolled against an
@@ -8,7 +8,7 @@ next PULSEUP_VERSION; the broken release is a repack of the second whose
 worker exits at once and whose default config changed (so the helper's dpkg
 must keep the operator's edited config without prompting).
 
-systemd is not PID 1 here (ENVIRONMENT.md), so servicemanager.ServiceManager plays
+systemd is not PID 1 here (docs/hosts.md, "The test machines"), so servicemanager.ServiceManager plays
 its part: it restarts a unit that exits (Restart=, RestartSec=,
 RestartPreventExitStatus=) and carries out ``systemctl restart`` for the
 supervisor, which runs in a private mount namespace where a shim named
@@ -264,7 +264,7 @@ REFUSALS = {
     "tampered": (_tampered, "integrity_error"),
     "signed by another key": (lambda agent: {"key": ed25519.Ed25519PrivateKey.generate()}, "integrity_error"),
     "empty signature": (lambda agent: {"signature": ""}, "integrity_error"),
-    # No .sig at all is a 404 from the release host: commands.md 2.1 names that unavailable.
+    # No .sig at all is a 404 from the release host, answered unavailable (docs/operations.md, "Tests").
     "no signature file": (lambda agent: {"signature": False}, "unavailable"),
 }
 

@@ -1,6 +1,6 @@
 """Run a service the way its installed systemd unit says, without systemd as PID 1.
 
-ENVIRONMENT.md: systemd is installed but not PID 1 here, so `systemctl start`
+docs/hosts.md, "The test machines": systemd is installed but not PID 1 here, so `systemctl start`
 cannot work. :class:`UnitProcess` reads the installed unit file and applies
 what matters to the agent: ExecStart, User= and Group= (plus the user's
 supplementary groups, as systemd's initgroups does), WorkingDirectory=,

@@ -1,6 +1,6 @@
 """Fixtures of the resilience suite: a devserver, an enrolled in-process worker (the pattern
 of tests/worker/conftest.py) whose WEBSOCKET_URL may go through a TcpProxy, and a registry
-with a counting sleep command (decisions 40: registered in-process, never shipped)."""
+with a counting sleep command (registered in-process, never shipped: docs/design.md, "Testing privileged operations")."""
 
 import collections
 

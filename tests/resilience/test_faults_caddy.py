@@ -1,4 +1,4 @@
-"""The proxy's admin API down during a domain change (issue 13, commands.md 2.6).
+"""The proxy's admin API down during a domain change (issue 13; docs/commands.md, "Domains and the proxy").
 
 The worker (a real process) runs ``pulseup-caddy`` on the private engine. While its admin
 socket is unreachable, ``service.domain.manage`` upsert answers ``unavailable`` with a clear

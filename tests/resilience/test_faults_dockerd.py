@@ -1,4 +1,4 @@
-"""dockerd restarted in the middle of a deploy (issue 13, decisions 50).
+"""dockerd restarted in the middle of a deploy (issue 13; docs/hosts.md, "Docker engine").
 
 Without ``--live-restore`` the engine stops every container when it stops; afterwards the
 previous version serves again (restart policy ``unless-stopped``), the interrupted deploy

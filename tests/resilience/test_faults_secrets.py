@@ -1,4 +1,4 @@
-"""Secrets of the deploy and database flows (issue 13 "Secrets", decisions 25 and 28).
+"""Secrets of the deploy and database flows (issue 13 "Secrets"; docs/security.md, "Secret redaction" and "Git").
 
 A real worker process (DEBUG logging) deploys an app with a distinctive git token and a
 secret environment value, is refused a clone with another distinctive token, provisions a

@@ -2,7 +2,7 @@
 
 A real worker process (``python -m agent worker`` as nobody) runs the operation called through
 the devserver; it is SIGKILLed mid-operation and a new worker starts on the same STATE_DIR.
-Then (decisions 5, commands.md 1.8.7): the interrupted call is answered ``internal`` "agent
+Then (docs/operations.md, "Restart recovery"): the interrupted call is answered ``internal`` "agent
 restarted during operation", the operation gets its terminal ``failed`` event, the previous
 app version still serves, earlier backups are intact, and the next operation succeeds.
 """

@@ -1,9 +1,9 @@
-"""Hypothesis fuzzing of the config parser (decisions 39): random KEY=VALUE files and
+"""Hypothesis fuzzing of the config parser (docs/design.md, "Test sizes"): random KEY=VALUE files and
 environments -> a Config or ConfigError, never another exception (the CLI turns ConfigError
 into exit 78; anything else would be a traceback at boot).
 
-Each example is a batch of BATCH files (or environments). decisions 39 asks for 10,000 cases
-under ``ci``: that is ``PULSEUP_FUZZ_CONFIG_BATCH=20`` (~40 s here); the default of 4 gives
+Each example is a batch of BATCH files (or environments). 10,000 cases under ``ci``
+(docs/design.md, "Test sizes") is ``PULSEUP_FUZZ_CONFIG_BATCH=20`` (~40 s here); the default of 4 gives
 2,000 files + 2,000 environments in ~8 s to keep this suite near its time budget.
 """
 

@@ -1,4 +1,4 @@
-"""Hypothesis fuzzing of every registered command's request schema (decisions 39: about 500
+"""Hypothesis fuzzing of every registered command's request schema (docs/design.md, "Test sizes": about 500
 cases per schema under the ``ci`` profile): any JSON value -> ``load_request`` returns the
 request or raises AgentError(invalid_argument), never another exception.
 
@@ -28,7 +28,7 @@ json_values = scalars | st.recursive(scalars, lambda inner: st.lists(inner, max_
 
 
 def field_keys(schema):
-    """The schema's wire keys, plus letter-case variants (decisions 45) and nested keys."""
+    """The schema's wire keys, plus letter-case variants (docs/commands.md, "Requests") and nested keys."""
     keys = set()
     for name, field in schema.fields.items():
         key = field.data_key or name

@@ -1,6 +1,6 @@
 """Network faults between the agent and the control plane, through a loopback TCP proxy.
 
-protocol.md 5 and decisions 5: in-flight calls survive a lost connection, their responses go
+docs/protocol.md, "Delivery": in-flight calls survive a lost connection, their responses go
 out through the outbox after the next authentication, and a call re-sent by the server after
 a reconnect is answered from the idempotency store, never run twice. A response written into
 a connection that later proves dead can be lost on the wire (the outbox forgets an entry once

@@ -1,4 +1,4 @@
-"""Frames over MAX_MESSAGE_BYTES sent by a server (protocol.md 1): the agent closes the
+"""Frames over MAX_MESSAGE_BYTES sent by a server (docs/protocol.md, "Connection"): the agent closes the
 connection with 1009 and reconnects; frames under the limit are served as usual."""
 
 import logging

@@ -1,4 +1,4 @@
-"""A rogue peer on the supervisor's socket (protocol.md 6, decisions 15), on a real socket:
+"""A rogue peer on the supervisor's socket (docs/protocol.md, "Supervisor IPC"), on a real socket:
 random byte streams, stalled frames and unread pipelined floods never crash the IPC server,
 never hang a connection, and never keep other peers from being answered. (Peer credential
 refusals, oversize and garbage frames have their own tests in tests/supervisor/.)"""

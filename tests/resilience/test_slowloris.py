@@ -1,7 +1,7 @@
 """Slowloris on the devserver: clients that stall the TLS handshake, dribble HTTP headers one
 byte at a time, or upgrade to a WebSocket and never authenticate must not keep others from
-being served (every connection has its own greenlet; decisions 6: unauthenticated sockets
-are dropped after the auth timeout)."""
+being served (every connection has its own greenlet; unauthenticated sockets are dropped after
+the auth timeout: docs/devserver.md, "WebSocket `/ws/agent_v2`")."""
 
 import socket
 import ssl
@@ -74,7 +74,7 @@ def test_slow_clients_do_not_block_others(devserver, start_agent):
 
 
 def test_unauthenticated_websocket_is_dropped_after_the_auth_timeout(devserver):
-    # the fixture's devserver has auth_timeout=5 (decisions 6: a server drops such sockets)
+    # the fixture's devserver has auth_timeout=5 (a server drops such sockets: docs/devserver.md, "WebSocket `/ws/agent_v2`")
     sock = tls(devserver.port, devserver.ca_file)
     sock.sendall(b"GET /ws/agent_v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

@@ -1,4 +1,4 @@
-"""A recording host seam: programs are recorded, never run (decisions 41)."""
+"""A recording host seam: programs are recorded, never run (docs/design.md, "Testing privileged operations")."""
 
 import collections
 import itertools

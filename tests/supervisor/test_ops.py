@@ -1,4 +1,4 @@
-"""The allow-listed ops through the recording seam (decisions 16, 41)."""
+"""The allow-listed ops through the recording seam (docs/protocol.md, "Supervisor IPC"; docs/design.md, "Testing privileged operations")."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""SSH key validation and authorized_keys edits on real files as a real user (decisions 18)."""
+"""SSH key validation and authorized_keys edits on real files as a real user (docs/protocol.md, "Supervisor IPC")."""
 
 import base64
 import os

@@ -24,7 +24,7 @@ class _SleepRequest(RequestSchema):
 
 
 def _sleep(ctx, request):
-    """decisions 40: a cancellable test command, registered in-process only."""
+    """A cancellable test command, registered in-process only (docs/design.md, "Testing privileged operations")."""
     gevent.sleep(request["seconds"])
     return {"slept": request["seconds"]}
 

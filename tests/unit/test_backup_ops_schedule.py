@@ -14,7 +14,7 @@ from agent.errors import AgentError
 from agent.services.backups.schedule import Schedule, ScheduleStore, next_after, parse_every, validate
 from agent.services.backups.scheduler import Scheduler, scheduled_uid
 
-AUTO_UID = r"^auto-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f-]{36}$"   # decisions 30
+AUTO_UID = r"^auto-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f-]{36}$"   # docs/commands.md, "Identifiers and values"
 
 
 def epoch(*args, tz="UTC"):
@@ -49,7 +49,7 @@ def test_every_is_anchored_at_the_update():
     assert next_after(schedule, 1000.0) == 1020.0
     assert next_after(schedule, 1019.9) == 1020.0
     assert next_after(schedule, 1020.0) == 1040.0
-    # decisions 49: missed runs follow the rule, they do not shift the grid
+    # missed runs follow the rule, they do not shift the grid (docs/commands.md, "Databases")
     assert next_after(schedule, 1234.5) == 1240.0
 
 

@@ -1,4 +1,4 @@
-"""Storage paths (commands.md 2.9.5) and retention, on real directories."""
+"""Storage paths (docs/commands.md, "Databases") and retention, on real directories."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""The Caddy JSON document rendered from domain records (commands.md 2.6.2)."""
+"""The Caddy JSON document rendered from domain records (docs/commands.md, "Domains and the proxy")."""
 
 from agent.services.caddy.document import build_document
 

@@ -42,7 +42,7 @@ def test_precedence_file_dotenv_env_cli(tmp_path):
                       cwd=str(tmp_path), cli_overrides={"COMMAND_TIMEOUT": "9"})
     assert cfg.ping_interval == 12 and cfg.command_timeout == 9 and cfg.reconnect_interval == 6
     cfg = config.load(str(conf), environ={"PING_INTERVAL": "12"}, cwd=str(tmp_path))
-    # an explicit --config disables .env (decisions 24)
+    # an explicit --config disables .env (docs/design.md, "Settings and files")
     assert (cfg.log_level, cfg.reconnect_interval, cfg.ping_interval) == ("DEBUG", 5, 12)
     assert cfg.source("RECONNECT_INTERVAL") == f"{conf}:2"
     assert not default_file.exists()

@@ -1,4 +1,5 @@
-"""Backup names, manifests, listing and restore path containment (commands.md 1.5, 2.9.3)."""
+"""Backup names, manifests, listing and restore path containment (docs/commands.md, "Paths and files",
+"Databases")."""
 import os
 import stat
 

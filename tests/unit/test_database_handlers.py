@@ -1,4 +1,5 @@
-"""Request schemas and registration of the database commands (commands.md 1.3, 1.8, 2.9)."""
+"""Request schemas and registration of the database commands (docs/commands.md, "Identifiers and
+values", "Operations", "Databases")."""
 import pytest
 
 from agent.errors import AgentError

@@ -1,4 +1,5 @@
-"""Deployment logs, steps, fetch and the log streams (commands.md 1.5, 2.7)."""
+"""Deployment logs, steps, fetch and the log streams (docs/commands.md, "Paths and files",
+"Logs and stats")."""
 import json
 import re
 

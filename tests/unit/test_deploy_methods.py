@@ -1,4 +1,4 @@
-"""Choosing the build method (commands.md 2.5.2 item 4), the compose request keys, the stored
+"""Choosing the build method (docs/commands.md, "Deployments", pipeline), the compose request keys, the stored
 plan, update_nixpacks_config on the first clone, and compose down on service.delete."""
 import json
 import os

@@ -202,7 +202,7 @@ def test_heartbeat_runs_until_stopped(monkeypatch):
     gevent.sleep(0.1)
     assert count >= 2 and len(events) == count
     assert events[0][0] == "deployment_heartbeat" and events[0][1]["deployment_uid"] == "dep"
-    assert events[0][2] is False          # dropped while disconnected (commands.md 3.1)
+    assert events[0][2] is False          # dropped while disconnected (docs/protocol.md, "Outbound events")
 
 
 def test_dockerfile_paths_skip_names_that_are_not_utf8(tmp_path):

@@ -1,4 +1,4 @@
-"""Domain validation (commands.md 2.6.1) and the service.domain.manage request schema."""
+"""Domain validation (docs/commands.md, "Domains and the proxy") and the service.domain.manage request schema."""
 
 import pytest
 from hypothesis import given

@@ -64,7 +64,7 @@ def test_fuzzed_frames_have_a_defined_outcome(tmp_path):
     harness.dispatcher.pool.kill()
 
 
-CI_CASES = 10_000 if os.environ.get("CI") == "true" else 500   # decisions 39
+CI_CASES = 10_000 if os.environ.get("CI") == "true" else 500   # docs/design.md, "Test sizes"
 
 
 @settings(max_examples=CI_CASES, deadline=None, derandomize=True)

@@ -1,4 +1,5 @@
-"""The privilege boundary in the import graph (STYLE: supervisor and worker never import each other).
+"""The privilege boundary in the import graph (supervisor and worker never import each other:
+docs/design.md, "Which may import which").
 
 Imports are read with ``ast`` (module level and inside functions), so a lazy
 import counts as much as a top-level one.

@@ -1,4 +1,4 @@
-"""IPC framing and envelope schemas (protocol.md 6, decisions 15)."""
+"""IPC framing and envelope schemas (docs/protocol.md, "Supervisor IPC")."""
 
 import json
 import os
@@ -24,7 +24,7 @@ def test_roundtrip_any_object(message):
     assert ipc.decode(frame[4:]) == message
 
 
-CI_CASES = 10_000 if os.environ.get("CI") == "true" else 500   # decisions 39
+CI_CASES = 10_000 if os.environ.get("CI") == "true" else 500   # docs/design.md, "Test sizes"
 
 
 @settings(max_examples=CI_CASES, deadline=None, derandomize=True)

@@ -1,4 +1,5 @@
-"""The worker's link against the real devserver over real TLS (protocol.md 1-3, 5)."""
+"""The worker's link against the real devserver over real TLS (docs/protocol.md, "Connection",
+"Delivery")."""
 
 import time
 

@@ -1,4 +1,4 @@
-"""Restart recovery (decisions 5, commands.md 1.8.7): what a dead worker left behind is reported."""
+"""Restart recovery (docs/operations.md, "Restart recovery"): what a dead worker left behind is reported."""
 
 import json
 import os

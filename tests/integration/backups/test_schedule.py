@@ -17,7 +17,7 @@ from agent.services.database.provision import DeployRequest
 from tests.unit.test_backup_ops_handlers import Env
 from tests.unit.test_backup_ops_support import make_backup
 
-AUTO_UID = re.compile(r"^auto-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f-]{36}$")   # decisions 30
+AUTO_UID = re.compile(r"^auto-[A-Za-z0-9][A-Za-z0-9_.-]{0,63}-[0-9a-f-]{36}$")   # docs/commands.md, "Identifiers and values"
 INTERVAL = 2.0
 PASSWORD = "s3cret-Pw_42"
 
@@ -91,7 +91,7 @@ def test_schedule_fires_copies_retains_restarts_and_catches_up(
     for uid in runs:
         assert AUTO_UID.match(uid)
         assert [s for _, s, _ in env.statuses(uid)] == ["in_progress", "completed"]
-    # launches fall on the grid anchored at the update (decisions 49)
+    # launches fall on the grid anchored at the update (docs/commands.md, "Databases")
     assert all((at - anchor) % INTERVAL < 0.5 for at, _ in env.launches)
     entries = {e.get("backup_uid"): e for e in mf.list_entries(str(home), redis_uid)}
     for uid in runs:

@@ -17,7 +17,7 @@ from agent.services.system import SystemService
 from agent.worker.identity import enroll, load_identity
 from tests.unit.test_backup_ops_support import UploadStub, make_backup
 
-SIZE = 256 * (1 << 20)      # decisions 39: the in-suite backup test uses about 256 MB
+SIZE = 256 * (1 << 20)      # docs/design.md, "Test sizes": the in-suite backup test uses about 256 MB
 
 
 def _services(cfg):

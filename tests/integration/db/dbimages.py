@@ -1,6 +1,6 @@
 """Self-contained stand-ins of the official database images, built offline.
 
-No registry is reachable (shared/ENVIRONMENT.md), so `postgres:16`, `mariadb:11`, `mysql:8`
+No registry is reachable (docs/hosts.md, "The test machines"), so `postgres:16`, `mariadb:11`, `mysql:8`
 and `redis:7` are imitated from Debian's packages: one `debootstrap --variant=minbase` rootfs
 with PostgreSQL 15, MariaDB 10.11 and Redis 7.0 (~90 s once, cached as a tarball under
 /var/cache/pulseup-test keyed by its recipe), `docker import`ed per session, and one tiny
@@ -128,7 +128,7 @@ def _engine_image(client, tag, entrypoint, tail):
 
 
 def postgres_image(client):
-    # STOPSIGNAL SIGINT as the official image: fast shutdown (ENVIRONMENT.md, databases).
+    # STOPSIGNAL SIGINT as the official image: fast shutdown (docs/hosts.md, "Database containers").
     return _engine_image(client, POSTGRES_TAG, "postgres-entrypoint.sh",
                          'STOPSIGNAL SIGINT\nEXPOSE 5432\nCMD ["postgres"]\n')
 

@@ -1,4 +1,4 @@
-"""Provisioning refusals that happen before any container exists (commands.md 2.9.1, decisions 42)."""
+"""Provisioning refusals that happen before any container exists (docs/commands.md, "Databases")."""
 import socket
 
 import pytest

@@ -96,7 +96,7 @@ def test_single_slot_swap_restores_the_previous_version(deploy_agent, git_server
     sha2 = git_server.commit(uid, {"Dockerfile": BROKEN_DOCKERFILE})
     deploy_agent.env_vars = {"GREETING": "hello", "RETRIES": 3}
     mapping = [{"external": port, "internal": 8080}]
-    with socket.socket() as holder:          # decisions 42: a port held on the host is a conflict
+    with socket.socket() as holder:          # a port held on the host is a conflict (docs/commands.md, "Deployments")
         holder.bind(("127.0.0.1", port))
         holder.listen()
         busy = deploy_agent.call("service.app.deploy", _request(git_server, uid, "slot-0", sha1,

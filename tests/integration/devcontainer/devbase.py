@@ -1,6 +1,6 @@
 """A stand-in for `debian:bookworm-slim`, the base of the development Dockerfile.
 
-No registry is reachable here (decisions 37, shared/ENVIRONMENT.md): the base
+No registry is reachable here (docs/hosts.md, "The test machines"; docs/operations.md, "Development containers"): the base
 is a `debootstrap --variant=minbase` bookworm rootfs, cached as a tarball
 under /var/cache/pulseup-test keyed by its recipe (as tests/integration/db/
 dbimages.py does), and `docker import`ed under the name the Dockerfile's FROM

@@ -1,10 +1,11 @@
-"""The development containers (issue 12, decisions 37): Dockerfile and docker-compose files.
+"""The development containers (issue 12; docs/operations.md, "Development containers"): Dockerfile and
+docker-compose files.
 
 The repository's Dockerfile is built as it is, FROM a locally imported stand-in
 for debian:bookworm-slim (devbase.py), on the harness's private engine; the
 build's RUN steps use the host's network (the engine runs with --bridge=none,
 so a build container has none of its own) for apt-get and PyPI. Then
-docker-compose (v1, ENVIRONMENT.md) runs docker-compose.yml unchanged: the
+docker-compose (v1 only, docs/hosts.md, "The test machines") runs docker-compose.yml unchanged: the
 devserver first, its join token and CA pin into `.env` as the file's header
 says, then the agent container (`pulseup-agent run`: root supervisor plus a
 worker child as pulseup-worker), which enrolls, connects and answers
@@ -219,7 +220,7 @@ def app_repo(docker_client, app_base_image, git_server):
 
 def test_compose_agent_joins_pulseup_net_and_deploys_through_the_gate(compose, docker_host, docker_client, git_server,
                                                                       app_repo):
-    """commands.md 2.5.3: the containerised agent attaches itself to pulseup-net, then a
+    """The containerised agent attaches itself to pulseup-net (docs/operations.md, "Development containers"), then a
     Dockerfile app deployed through it passes the readiness gate (HTTP GET of
     health_check_path at the app's pulseup-net address, dialled from inside the agent's
     container). The agent reaches the host's git server through a relay on its network's

@@ -1,4 +1,4 @@
-"""A host Caddy with its admin API on a free loopback port (shared/ENVIRONMENT.md, "Caddy").
+"""A host Caddy with its admin API on a free loopback port (docs/hosts.md, "Caddy").
 
 Caddy keeps certificates, autosaved config and its local CA under XDG_DATA_HOME,
 XDG_CONFIG_HOME and HOME: all three point into our temp dir so parallel sessions and the

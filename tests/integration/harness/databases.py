@@ -1,6 +1,6 @@
 """PostgreSQL, MariaDB and Redis from Debian's packages as private loopback processes.
 
-shared/ENVIRONMENT.md ("Databases"): each starts in < 2 s with private dirs, no systemd needed.
+docs/hosts.md ("The test machines"): each starts in < 2 s with private dirs, no systemd needed.
 Each server runs in the foreground as a ManagedProcess (its own process group, SIGTERM on
 pytest's death) under the package's system user, with a password for TCP clients.
 """
@@ -109,7 +109,7 @@ class PostgresServer(_Server):
                 "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "synchronous_commit=off"]
 
     def wait_ready(self):
-        # Authenticated query over TCP, not pg_isready on the socket (ENVIRONMENT.md).
+        # Authenticated query over TCP, not pg_isready on the socket (docs/hosts.md, "Database containers").
         self.wait_until(lambda: self.psql("SELECT 1", database="postgres"), "postgres query")
         self.psql(f"CREATE DATABASE {self.database}", database="postgres")
 
@@ -187,7 +187,7 @@ class RedisServer(_Server):
         self._write_owned("redis.conf", "\n".join([
             f"port {self.port}", "bind 127.0.0.1", f"dir {self.dir}", 'save ""',
             "appendonly no", "daemonize no", f"requirepass {self.password}",
-            # redis-cli --rdb otherwise waits 5 s for more replicas (ENVIRONMENT.md).
+            # redis-cli --rdb otherwise waits 5 s for more replicas (docs/hosts.md, "Database containers").
             "repl-diskless-sync-delay 0", ""]))
 
     def server_argv(self):

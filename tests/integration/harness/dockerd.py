@@ -1,4 +1,4 @@
-"""A private Docker engine for one test session (shared/ENVIRONMENT.md, "Docker engine").
+"""A private Docker engine for one test session (docs/hosts.md, "Docker engine").
 
 Nothing listens on /var/run/docker.sock on the test machines and other developers run suites
 in parallel, so each session starts its own dockerd with its own socket, data-root, exec-root

@@ -90,7 +90,7 @@ class GitServer:
 
     def clone_env(self, password=None, base=None):
         """Environment for a plain `git clone`: credentials through GIT_ASKPASS, never a
-        prompt (a missing credential would otherwise hang, ENVIRONMENT.md "gevent rules")."""
+        prompt (a missing credential would otherwise hang, docs/hosts.md, "git")."""
         env = dict(os.environ if base is None else base)
         env.update(GIT_ASKPASS=self.askpass, GIT_TERMINAL_PROMPT="0", GIT_CONFIG_NOSYSTEM="1",
                    PULSEUP_IT_GIT_PASSWORD=self.token if password is None else password)

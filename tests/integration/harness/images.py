@@ -1,6 +1,6 @@
 """Test images without a registry: `docker import` of small rootfs tarballs built in memory.
 
-No registry is reachable here (shared/ENVIRONMENT.md), so every image the suite needs is made
+No registry is reachable here (docs/hosts.md, "The test machines"), so every image the suite needs is made
 from host files: busybox-static for a shell and httpd, Debian's caddy with its libraries.
 The tarballs are written with tarfile directly, so no rootfs dir, chroot or root-owned
 leftovers exist on disk. The rootfs builder is the demo's (agent/devserver/demo_images.py);
@@ -32,7 +32,7 @@ def appbase_rootfs():
 
 
 def caddy_rootfs():
-    """Debian's caddy is dynamically linked (ENVIRONMENT.md, "Caddy"): ship what ldd names."""
+    """Debian's caddy is dynamically linked (docs/hosts.md, "Caddy"): ship what ldd names."""
     root = _caddy_rootfs(USERS)
     root.text("etc/caddy/Caddyfile", DEFAULT_CADDYFILE)
     return root

@@ -11,7 +11,7 @@ import pytest
 from harness.require import unavailable
 
 TEST_USER = "pulseup-test-worker"
-# The worker child must be able to execute the interpreter: not /root/.pyenv's (ENVIRONMENT.md).
+# The worker child must be able to execute the interpreter: not /root/.pyenv's (docs/hosts.md, "The test machines").
 VENV_PYTHON = os.path.join(os.path.dirname(__file__), "..", "..", "..", ".venv", "bin", "python")
 
 

@@ -1,5 +1,6 @@
 """`pulseup-agent run` as root against the devserver: the worker child is unprivileged, reports
-to the supervisor, is restarted after SIGKILL and is stopped with the supervisor (decisions 13)."""
+to the supervisor, is restarted after SIGKILL and is stopped with the supervisor (docs/protocol.md,
+"Supervisor IPC", roles)."""
 
 import json
 import os

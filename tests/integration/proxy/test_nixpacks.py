@@ -1,4 +1,4 @@
-"""Nixpacks build through the named stand-in (decisions 29) on the private dockerd: tags, the
+"""Nixpacks build through the named stand-in (docs/support.md, "Build methods") on the private dockerd: tags, the
 private config file, variables kept off argv."""
 import json
 import os

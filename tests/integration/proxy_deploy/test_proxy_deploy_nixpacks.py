@@ -1,5 +1,5 @@
 """The Nixpacks method through service.app.install and service.app.deploy with the named
-stand-in of tests/integration/proxy/standin (decisions 29): detected without a Dockerfile,
+stand-in of tests/integration/proxy/standin (docs/support.md, "Build methods"): detected without a Dockerfile,
 ``update_nixpacks_config`` once on the first clone, the gated swap of the dockerfile method,
 served through the domain; without nixpacks, failed_precondition naming what to install."""
 import json
