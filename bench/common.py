@@ -305,7 +305,8 @@ class Lab:
 # -- subprocess entry points --------------------------------------------------------------
 
 def _sleep_command(ctx, request):
-    """The slow command of the pressure bench, registered in this process only (docs/design.md, "Testing privileged operations")."""
+    """The slow command of the pressure bench, registered in this process only (docs/design.md,
+    "Testing privileged operations")."""
     gevent.sleep(request.get("seconds", 0) if isinstance(request, dict) else 0)
     return {"slept": True}
 

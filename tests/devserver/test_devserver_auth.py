@@ -1,4 +1,5 @@
-"""Challenge authentication over the WebSocket (docs/protocol.md, "Connection"; docs/devserver.md, "WebSocket `/ws/agent_v2`")."""
+"""Challenge authentication over the WebSocket (docs/protocol.md, "Connection"; docs/devserver.md,
+"WebSocket `/ws/agent_v2`")."""
 
 import base64
 import time

@@ -1,8 +1,9 @@
 """Secrets: a real worker process enrolls with a join token from its environment (never from a
-command-line value: docs/protocol.md, "Enrollment and certificates") and runs; the token must appear in no log line (its own, at
-DEBUG, and the devserver's), no file under STATE_DIR / CERT_DIR / AGENT_LOG_DIR or the
-devserver's data directory (tokens are stored as SHA-256: docs/devserver.md, "Data directory (mode 0700)"), and no
-/proc/<pid>/cmdline while it runs. A refused, equally distinctive token is checked too."""
+command-line value: docs/protocol.md, "Enrollment and certificates") and runs; the token must
+appear in no log line (its own, at DEBUG, and the devserver's), no file under STATE_DIR /
+CERT_DIR / AGENT_LOG_DIR or the devserver's data directory (tokens are stored as SHA-256:
+docs/devserver.md, "Data directory (mode 0700)"), and no /proc/<pid>/cmdline while it runs. A
+refused, equally distinctive token is checked too."""
 
 import logging
 import os

@@ -74,7 +74,8 @@ def test_slow_clients_do_not_block_others(devserver, start_agent):
 
 
 def test_unauthenticated_websocket_is_dropped_after_the_auth_timeout(devserver):
-    # the fixture's devserver has auth_timeout=5 (a server drops such sockets: docs/devserver.md, "WebSocket `/ws/agent_v2`")
+    # the fixture's devserver has auth_timeout=5 (a server drops such sockets: docs/devserver.md,
+    # "WebSocket `/ws/agent_v2`")
     sock = tls(devserver.port, devserver.ca_file)
     sock.sendall(b"GET /ws/agent_v2 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                  b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"

@@ -1,4 +1,5 @@
-"""The allow-listed ops through the recording seam (docs/protocol.md, "Supervisor IPC"; docs/design.md, "Testing privileged operations")."""
+"""The allow-listed ops through the recording seam (docs/protocol.md, "Supervisor IPC"; docs/design.md,
+"Testing privileged operations")."""
 
 import os
 import signal
