@@ -140,7 +140,7 @@ def time_agent(services, compression):
     ctx = CallContext(services, "bench", emit=lambda *a: None)
     started = time.monotonic()
     try:
-        result = services.database.backup(ctx, BackupJob(UID, f"b-{time.time_ns()}", compression=compression))
+        result = services.backups.create(ctx, BackupJob(UID, f"b-{time.time_ns()}", compression=compression))
     finally:
         sampler.kill()
     elapsed = time.monotonic() - started

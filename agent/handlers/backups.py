@@ -80,11 +80,11 @@ class StorageVerifySchema(RequestSchema):
 def backup_create(ctx, request):
     job = BackupJob(request["service_uid"], request["backup_uid"], request.get("database"),
                     request.get("format"), request["compression"])
-    return ctx.services.database.backup(ctx, job)
+    return ctx.services.backups.create(ctx, job)
 
 
 def backup_list(ctx, request):
-    entries = ctx.services.database.list_backups(request["service_uid"])
+    entries = ctx.services.backups.list(request["service_uid"])
     return {"status": "success", "backups": entries, "count": len(entries)}
 
 

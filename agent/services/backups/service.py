@@ -12,7 +12,7 @@ import os
 
 from agent import log
 from agent.errors import AgentError
-from agent.services.backups import retention, storage
+from agent.services.backups import pipeline, retention, storage
 from agent.services.backups.runner import DispatcherRunner, LocalRunner
 from agent.services.backups.schedule import ScheduleStore
 from agent.services.backups.scheduler import Scheduler
@@ -45,12 +45,12 @@ class Pins:
 
 class BackupsService:
     def __init__(self, services, backup_func=None, catchup_delay=None):
-        """``backup_func(ctx, job)`` defaults to the database service's pipeline."""
+        """``backup_func(ctx, job)`` (what a scheduled run calls) defaults to :meth:`create`."""
         self.services = services
         self.cfg = services.cfg
         self.pins = Pins()
         self.uploader = Uploader(self.cfg, self.pins, services.identity_loader)
-        self._backup = backup_func or (lambda ctx, job: services.database.backup(ctx, job))
+        self._backup = backup_func or self.create
         kwargs = {} if catchup_delay is None else {"catchup_delay": catchup_delay}
         self.scheduler = Scheduler(ScheduleStore(self.cfg.state_dir), self._launch, **kwargs)
         self.runner = DispatcherRunner(services.jobs) if services.jobs is not None else LocalRunner(services)
@@ -82,6 +82,18 @@ class BackupsService:
             "error_message": reason, "error_code": "internal"}
 
     # -- commands ------------------------------------------------------------
+    def create(self, ctx, job):
+        """database.backup.create: ``job`` is a pipeline.BackupJob; the reply data. Raises
+        AgentError as pipeline.run and the database target lookup document."""
+        found = self.services.database.target(ctx, job.service_uid)
+        return pipeline.run(ctx, self.services.docker, self.cfg, found, job)
+
+    def list(self, service_uid):
+        """database.backup.list: BackupEntry dicts of the service, newest first (never raises
+        for a missing directory)."""
+        directory = os.path.join(self.cfg.pulseup_backup_dir, service_uid)
+        return mf.list_entries(directory, service_uid)
+
     def upload(self, ctx, service_uid, backup_uid, backup_path=None):
         """database.backup.download; raises AgentError as Uploader.upload documents."""
         return self.uploader.upload(ctx, service_uid, backup_uid, backup_path)

@@ -1,18 +1,15 @@
 """The database service: the one object handlers talk to (docs/design.md, "Habits": plain classes per system)."""
 
-import os
-
-from agent.services.backups import manifest, pipeline as backup
 from agent.services.database import provision, restore, target
 from agent.services.docker import DockerService
 from agent.services.interrupted import RESTARTED, Result
 
 
 class DatabaseService:
-    """Provision, back up, list and restore database containers.
+    """Provision and restore database containers, and find them for the backups service.
 
     Every method raises AgentError with the codes documented on the module functions it
-    calls (provision.deploy, backup.run, restore.resolve / verify / run).
+    calls (provision.deploy, target.find, restore.resolve / verify / run).
     """
 
     def __init__(self, cfg, docker=None):
@@ -30,20 +27,10 @@ class DatabaseService:
         ctx.secret(request.password)
         return provision.deploy(ctx, self.docker, self.cfg, request)
 
-    def backup(self, ctx, job):
-        """``job``: a backup.BackupJob; the reply data of database.backup.create."""
-        found = self._target(ctx, job.service_uid)
-        return backup.run(ctx, self.docker, self.cfg, found, job)
-
-    def list_backups(self, service_uid):
-        """BackupEntry dicts of the service, newest first (never raises for a missing dir)."""
-        directory = os.path.join(self.cfg.pulseup_backup_dir, service_uid)
-        return manifest.list_entries(directory, service_uid)
-
     def restore(self, ctx, service_uid, backup_path=None, backup_uid=None, safety_backup=True):
         """The reply data of database.backup.restore."""
         path = restore.resolve(self.cfg, service_uid, backup_path, backup_uid)
-        found = self._target(ctx, service_uid)
+        found = self.target(ctx, service_uid)
         return restore.run(ctx, self.docker, self.cfg, found, path, safety_backup)
 
     def recover(self, record):
@@ -58,7 +45,9 @@ class DatabaseService:
         status = "running" if running else "failed"
         return Result(status, f"database deploy interrupted; {state}", {"recovery": status})
 
-    def _target(self, ctx, service_uid):
+    def target(self, ctx, service_uid):
+        """The service's database container (a target.DatabaseTarget); its credentials are
+        redacted from the call's output from here on."""
         found = target.find(self.docker, service_uid)
         for value in found.secrets():
             ctx.secret(value)

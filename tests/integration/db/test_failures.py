@@ -40,7 +40,7 @@ def deployed(docker_host, db_images, test_network, tmp_path_factory, docker_clie
 @pytest.fixture
 def pg(deployed, recorder):
     """The module's container with one good backup in this test's fresh backup directory."""
-    first = recorder.services.database.backup(recorder.ctx(), BackupJob(deployed, "first"))
+    first = recorder.services.backups.create(recorder.ctx(), BackupJob(deployed, "first"))
     return deployed, first
 
 
@@ -51,7 +51,7 @@ def _error(func, *args, **kwargs):
 
 
 def assert_intact(recorder, uid, first):
-    entries = recorder.services.database.list_backups(uid)
+    entries = recorder.services.backups.list(uid)
     assert [e["backup_uid"] for e in entries] == ["first"]
     assert entries[0]["sha256"] == first["sha256"]
     directory = os.path.dirname(first["backup_path"])
@@ -61,7 +61,7 @@ def assert_intact(recorder, uid, first):
 
 def test_dump_of_missing_database_fails(pg, recorder):
     uid, first = pg
-    err = _error(recorder.services.database.backup, recorder.ctx(), BackupJob(uid, "nodb", database="nosuchdb"))
+    err = _error(recorder.services.backups.create, recorder.ctx(), BackupJob(uid, "nodb", database="nosuchdb"))
     assert err.code == "command_failed" and err.details["exit_code"] != 0
     assert "nosuchdb" in err.details["stderr_tail"]
     assert_intact(recorder, uid, first)
@@ -70,7 +70,7 @@ def test_dump_of_missing_database_fails(pg, recorder):
 def test_stopped_container(pg, recorder, docker_client):
     uid, first = pg
     docker_client.containers.get(f"pulseup-db-{uid}").stop(timeout=30)
-    err = _error(recorder.services.database.backup, recorder.ctx(), BackupJob(uid, "stopped"))
+    err = _error(recorder.services.backups.create, recorder.ctx(), BackupJob(uid, "stopped"))
     assert err.code == "failed_precondition" and "not running" in err.message
     assert_intact(recorder, uid, first)
     again = recorder.services.database.deploy(recorder.ctx(), DeployRequest(uid, "postgresql", PASSWORD))
@@ -85,17 +85,17 @@ def test_full_disk(pg, recorder, docker_client, backup_dir):
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", tmpfs], check=True)
     try:
         cfg = recorder.services.cfg.replace(pulseup_backup_dir=tmpfs)
-        from agent.services.database import DatabaseService
-        small = DatabaseService(cfg)
+        from agent.services import Services
+        small = Services(cfg).backups
         psql(docker_client, uid, "DROP TABLE IF EXISTS big; CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) AS v "
                                  "FROM generate_series(1, 100000) g")
-        ok = small.backup(recorder.ctx(), BackupJob(uid, "tiny", database="postgres"))
-        err = _error(small.backup, recorder.ctx(), BackupJob(uid, "full"))
+        ok = small.create(recorder.ctx(), BackupJob(uid, "tiny", database="postgres"))
+        err = _error(small.create, recorder.ctx(), BackupJob(uid, "full"))
         assert err.code == "failed_precondition" and "no space left" in err.message
-        assert [e["backup_uid"] for e in small.list_backups(uid)] == ["tiny"]
+        assert [e["backup_uid"] for e in small.list(uid)] == ["tiny"]
         assert sorted(os.listdir(os.path.join(tmpfs, uid))) == sorted(
             [os.path.basename(ok["backup_path"]), os.path.basename(ok["manifest_path"])])
-        small.close()
+        small.services.close()
     finally:
         subprocess.run(["umount", tmpfs], check=True)
         os.rmdir(tmpfs)
@@ -114,7 +114,7 @@ def test_tampered_file_is_refused_before_anything_happens(pg, recorder, docker_c
     err = _error(recorder.services.database.restore, recorder.ctx(), uid, backup_uid="first")
     assert err.code == "integrity_error"
     assert psql(docker_client, uid, "SELECT v FROM t WHERE id = 0").strip() == "after"
-    assert len(recorder.services.database.list_backups(uid)) == 1  # no safety backup was made
+    assert len(recorder.services.backups.list(uid)) == 1  # no safety backup was made
     with open(first["backup_path"], "ab") as f:
         f.write(b"x")
     assert _error(recorder.services.database.restore, recorder.ctx(), uid, backup_uid="first").code == "integrity_error"
@@ -139,7 +139,7 @@ def test_legacy_file_is_listed_but_not_restored(pg, recorder, backup_dir):
     with open(legacy, "w") as f:
         f.write("-- old dump\n")
     os.utime(legacy, (1672531200, 1672531200))  # 2023-01-01: older than the manifest backup
-    entries = recorder.services.database.list_backups(uid)
+    entries = recorder.services.backups.list(uid)
     assert [e["legacy"] for e in entries] == [False, True]
     err = _error(recorder.services.database.restore, recorder.ctx(), uid, backup_path=legacy)
     assert err.code == "failed_precondition" and "legacy" in err.message

@@ -35,7 +35,7 @@ def test_256mb_backup_keeps_memory_flat(recorder, uid_factory, docker_client, mo
     sampler = gevent.spawn(sample)
     started = time.monotonic()
     try:
-        result = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "big"))
+        result = recorder.services.backups.create(recorder.ctx(), BackupJob(uid, "big"))
     finally:
         sampler.kill()
     elapsed = time.monotonic() - started

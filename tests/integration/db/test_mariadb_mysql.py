@@ -26,7 +26,7 @@ def test_round_trip(my, recorder, docker_client):
     uid, reply, engine = my
     assert reply["type"] == engine and reply["internal_port"] == 3306
     before = mysql(docker_client, uid, ROWS_SQL)
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "m1"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(uid, "m1"))
     assert result["format"] == "mysql_sql" and result["backup_path"].endswith(".sql.zst")
     assert "MariaDB" in result["engine_version"]
     mysql(docker_client, uid, "DELETE FROM items WHERE id % 2 = 0; UPDATE items SET name = 'x'")
@@ -40,7 +40,7 @@ def test_round_trip(my, recorder, docker_client):
 def test_dump_loads_with_mariadb_client_outside_the_agent(my, recorder, docker_client, mariadb_server, tmp_path):
     uid, _, _ = my
     before = mysql(docker_client, uid, ROWS_SQL)
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "outside"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(uid, "outside"))
     sql = decompress(result["backup_path"])
     assert b"CREATE DATABASE" in sql and b"`app`" in sql
     mariadb_server.root_sql("DROP DATABASE IF EXISTS app")

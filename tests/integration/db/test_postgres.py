@@ -63,7 +63,7 @@ def test_deploy_again_reports_existing(pg, recorder):
 def test_backup_change_restore_round_trip(pg, recorder, docker_client, backup_dir):
     uid, _ = pg
     before = psql(docker_client, uid, ROWS_SQL)
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "b1"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(uid, "b1"))
     assert result["format"] == "pg_custom" and result["backup_path"].endswith(".dump.zst")
     assert result["engine_version"].startswith("15")
     psql(docker_client, uid, "DELETE FROM items WHERE id > 100; UPDATE items SET name = 'changed';"
@@ -74,14 +74,14 @@ def test_backup_change_restore_round_trip(pg, recorder, docker_client, backup_di
     assert reply["safety_backup_path"].startswith(os.path.join(backup_dir, uid))
     statuses = [e["status"] for e in recorder.of("update_service_status")]
     assert statuses[-2:] == ["deploying", "running"]
-    backups = recorder.services.database.list_backups(uid)
+    backups = recorder.services.backups.list(uid)
     assert [b["backup_type"] for b in backups] == ["pre_restore", "manual"]
 
 
 def test_plain_gzip_backup_restores(pg, recorder, docker_client):
     uid, _ = pg
     before = psql(docker_client, uid, ROWS_SQL)
-    result = recorder.services.database.backup(
+    result = recorder.services.backups.create(
         recorder.ctx(), BackupJob(uid, "plain1", format="plain", compression="gzip"))
     assert result["backup_path"].endswith(".sql.gz") and result["format"] == "pg_plain"
     psql(docker_client, uid, "TRUNCATE items")
@@ -93,7 +93,7 @@ def test_plain_gzip_backup_restores(pg, recorder, docker_client):
 def test_backup_restores_with_pg_restore_outside_the_agent(pg, recorder, docker_client, postgres_server, tmp_path):
     uid, _ = pg
     before = psql(docker_client, uid, ROWS_SQL)
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "outside"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(uid, "outside"))
     dump = tmp_path / "app.dump"
     dump.write_bytes(decompress(result["backup_path"]))
     postgres_server.psql("DROP DATABASE IF EXISTS outside_copy", database="postgres")

@@ -28,7 +28,7 @@ def rd(recorder, uid_factory, docker_client):
 def test_redis_round_trip(rd, recorder, docker_client):
     before = redis_dump_all(docker_client, rd)
     assert "h|hash|a,1,b,two" in before and before.count("|string|") == 2001
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(rd, "r1"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(rd, "r1"))
     assert result["format"] == "redis_rdb" and result["backup_path"].endswith(".rdb.zst")
     assert result["engine_version"].startswith("7.")
     redis(docker_client, rd, "FLUSHALL")
@@ -43,7 +43,7 @@ def test_redis_round_trip(rd, recorder, docker_client):
 
 def test_rdb_loads_in_a_plain_redis_server_outside_the_agent(rd, recorder, docker_client, tmp_path):
     before = redis(docker_client, rd, "HGETALL", "h")
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(rd, "outside"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(rd, "outside"))
     (tmp_path / "dump.rdb").write_bytes(decompress(result["backup_path"]))
     shutil.chown(tmp_path, "redis") if os.geteuid() == 0 else None
     port = free_port()
@@ -66,13 +66,13 @@ def test_rdb_loads_in_a_plain_redis_server_outside_the_agent(rd, recorder, docke
 
 
 def test_redis_wrong_password_fails_and_keeps_earlier_backups(rd, recorder, docker_client):
-    first = recorder.services.database.backup(recorder.ctx(), BackupJob(rd, "good"))
+    first = recorder.services.backups.create(recorder.ctx(), BackupJob(rd, "good"))
     redis(docker_client, rd, "CONFIG", "SET", "requirepass", "another-password")
     with pytest.raises(AgentError) as err:
-        recorder.services.database.backup(recorder.ctx(), BackupJob(rd, "bad"))
+        recorder.services.backups.create(recorder.ctx(), BackupJob(rd, "bad"))
     assert err.value.code == "command_failed" and err.value.details["exit_code"] != 0
     assert "another-password" not in str(err.value.details) and PASSWORD not in str(err.value.details)
-    entries = recorder.services.database.list_backups(rd)
+    entries = recorder.services.backups.list(rd)
     assert [e["backup_uid"] for e in entries] == ["good"]
     assert sorted(os.listdir(os.path.dirname(first["backup_path"]))) == sorted(
         [os.path.basename(first["backup_path"]), os.path.basename(first["manifest_path"])])
@@ -86,7 +86,7 @@ def test_mongodb_path_with_standin_tools(recorder, uid_factory, docker_client):
     assert reply["username"] == "root" and reply["internal_port"] == 27017
     name = f"pulseup-db-{uid}"
     exec_out(docker_client, name, ["sh", "-c", "printf 'doc1\\ndoc2\\n' > /data/db/app/users; echo o > /data/db/app/orders"])
-    result = recorder.services.database.backup(recorder.ctx(), BackupJob(uid, "g1"))
+    result = recorder.services.backups.create(recorder.ctx(), BackupJob(uid, "g1"))
     assert result["format"] == "mongo_archive" and result["engine_version"] == "7.0.0-standin"
     exec_out(docker_client, name, ["sh", "-c", "echo changed > /data/db/app/users; rm /data/db/app/orders"])
     recorder.services.database.restore(recorder.ctx(), uid, backup_uid="g1", safety_backup=False)
