@@ -13,7 +13,7 @@ AGENT = pathlib.Path(__file__).resolve().parents[2] / "agent"
 # emit("name", ...), event_frame("name", ...), and the (name, data) tuples of queued and
 # recovery events: return "name", {...} / ("name", {...})
 EMITTED = re.compile(r'(?:(?:emit|event_frame|prepare)\(\s*"([a-z]+(?:_[a-z]+)+)",'
-                     r'|(?:return\s+|\(\s*)"([a-z]+(?:_[a-z]+)+)",\s*\{)')
+                     r'|\(\s*"([a-z]+(?:_[a-z]+)+)",\s*\{|return\s+"([a-z]+(?:_[a-z]+)+)",)')
 # the events the spec reserves and the agent never sends (docs/protocol.md, "Outbound events")
 RESERVED = {"service_status_update", "pending_installations"}
 
@@ -24,7 +24,7 @@ def emitted_names():
         if "devserver" in path.parts:      # the dev control plane receives these events
             continue
         for match in EMITTED.finditer(path.read_text()):
-            names.setdefault(match.group(1) or match.group(2), str(path.relative_to(AGENT.parent)))
+            names.setdefault(match.group(1) or match.group(2) or match.group(3), str(path.relative_to(AGENT.parent)))
     return names
 
 

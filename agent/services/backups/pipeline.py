@@ -75,11 +75,18 @@ class Progress:
             self.emit(10, "Dumping database", done)
 
 
-def status_event(ctx, job, status, **extra):
-    data = {"backup_uid": job.backup_uid, "service_uid": job.service_uid, "status": status,
-            "backup_type": job.backup_type}
+def status_update(backup_uid, service_uid, status, backup_type="manual", error=None, **extra):
+    """``("backup_status_update", data)``: the one builder of a backup's status event
+    (docs/commands.md, "Databases"); ``error``, an AgentError, fills error_message/error_code."""
+    data = {"backup_uid": backup_uid, "service_uid": service_uid, "status": status, "backup_type": backup_type}
+    if error is not None:
+        data.update(error_message=error.message, error_code=error.code)
     data.update(extra)
-    ctx.emit("backup_status_update", data, durable=True)
+    return "backup_status_update", data
+
+
+def status_event(ctx, job, status, **extra):
+    ctx.emit(*status_update(job.backup_uid, job.service_uid, status, job.backup_type, **extra))
 
 
 def run(ctx, adapter, cfg, target, job):

@@ -76,10 +76,8 @@ class BackupsService:
             _discard_partials(os.path.join(self.cfg.pulseup_backup_dir, uid), uid)
         if not record.get("backup_uid"):
             return None
-        return "backup_status_update", {
-            "backup_uid": record["backup_uid"], "service_uid": record.get("service_uid"),
-            "status": "failed", "backup_type": record.get("backup_type", "manual"),
-            "error_message": reason, "error_code": "internal"}
+        return pipeline.status_update(record["backup_uid"], record.get("service_uid"), "failed",
+                                      record.get("backup_type", "manual"), AgentError("internal", reason))
 
     # -- commands ------------------------------------------------------------
     def create(self, ctx, job):
@@ -226,9 +224,7 @@ def _discard_partials(directory, uid):
 
 
 def _terminal(events, request, error):
-    events.emit("backup_status_update", {
-        "backup_uid": request["backup_uid"], "service_uid": request["service_uid"], "status": "failed",
-        "backup_type": "scheduled", "error_message": error.message, "error_code": error.code}, True)
+    events.emit(*pipeline.status_update(request["backup_uid"], request["service_uid"], "failed", "scheduled", error))
 
 
 class HeldEvents:
@@ -266,10 +262,9 @@ class HeldEvents:
         """Report ``error`` as the run's end unless the pipeline already reported one."""
         if self._ended:
             return
-        data = {"backup_uid": self._backup_uid, "service_uid": self._service_uid, "backup_type": "scheduled"}
+        uids = self._backup_uid, self._service_uid
         if not self._started:
-            self._ctx.emit("backup_status_update", dict(data, status="in_progress", started_at=mf.rfc3339()), True)
+            self._ctx.emit(*pipeline.status_update(*uids, "in_progress", "scheduled", started_at=mf.rfc3339()))
         self._ended = True
-        self._ctx.emit("backup_status_update", dict(data, status="failed", error_message=error.message,
-                                                    error_code=error.code), True)
+        self._ctx.emit(*pipeline.status_update(*uids, "failed", "scheduled", error))
 

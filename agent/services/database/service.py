@@ -1,5 +1,7 @@
 """The database service: the one object handlers talk to (docs/design.md, "Habits": plain classes per system)."""
 
+from agent.errors import AgentError
+from agent.services.backups import pipeline
 from agent.services.database import provision, restore, target
 from agent.services.docker import DockerService
 from agent.services.interrupted import RESTARTED, Result
@@ -59,6 +61,5 @@ def _safety_backup_failed(record):
     file was removed at start-up by the backups service's hook)."""
     if record.get("phase") != "safety_backup" or not record.get("safety_backup_uid"):
         return []
-    return [("backup_status_update", {"backup_uid": record["safety_backup_uid"], "service_uid": record["service_uid"],
-                                      "status": "failed", "backup_type": "pre_restore",
-                                      "error_message": RESTARTED, "error_code": "internal"})]
+    return [pipeline.status_update(record["safety_backup_uid"], record["service_uid"], "failed", "pre_restore",
+                                   AgentError("internal", RESTARTED))]
