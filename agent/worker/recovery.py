@@ -22,11 +22,15 @@ from agent.errors import AgentError
 from agent.handlers.registry import OperationSpec
 from agent.protocol import envelope, events
 from agent.services import interrupted
+from agent.services.deploy.recovery import operation_events
 from agent.services.interrupted import RESTARTED, Result
 from agent.values import rfc3339
 
 _log = log.get("recovery")
-KINDS = ("deploy", "rollback", "restore", "database_deploy", "install")
+# the service whose ``recover`` hook acts on each kind of interrupted operation
+OWNERS = {"deploy": "deploy", "rollback": "deploy", "install": "deploy",
+          "restore": "database", "database_deploy": "database"}
+KINDS = tuple(OWNERS)
 ATTEMPTS, RETRY_WAIT = 4, 5.0       # Docker may still be starting with the host
 COMMAND = "agent.restart_recovery"
 SPEC = OperationSpec("recovery", lambda r: f"recovery:{r['operation_id']}", 3600, 3600,
@@ -87,7 +91,7 @@ class Recovery:
             except AgentError as exc:
                 _log.warning("recovery of %s, attempt %d: %s", record["operation_id"], attempt, exc.message)
                 result = Result("failed", f"restart recovery could not act ({exc.message}): check the service",
-                                {"recovery": "failed"}, _operation_events(record, "failed", exc.message))
+                                {"recovery": "failed"}, operation_events(record, "failed", exc.message))
                 if attempt < ATTEMPTS:
                     gevent.sleep(RETRY_WAIT)
         _log.info("recovered %s of %s: %s", record["operation_id"], record["service_uid"], result.message)
@@ -140,45 +144,9 @@ def _clean(value):
 
 def recover(services, record):
     """Act on one record through the recover hook of the service that owns its kind
-    (deploy: deploys and rollbacks, database: restores and database deploys); returns an
+    (OWNERS: deploys, rollbacks and installs; restores and database deploys); returns an
     interrupted.Result. Raises AgentError (Docker...)."""
-    kind = record["kind"]
-    if kind in ("deploy", "rollback"):
-        return _swap(services, record)
-    if kind in ("restore", "database_deploy"):
-        return services.database.recover(record)
-    return Result("failed", "service.app.install interrupted: its build plan may be missing, run it again",
-                  {"recovery": "failed"})
-
-
-def _swap(services, record):
-    outcome = services.deploy.recover(record)
-    message = outcome.summary()
-    details = {"recovery": outcome.status, "serving_container": outcome.serving, "phase": outcome.phase,
-               "actions": outcome.actions}
-    status = "running" if outcome.serving else "failed"
-    return Result(status, message, details, _operation_events(record, outcome.status, message, outcome.serving))
-
-
-def _operation_events(record, status, message, serving=None):
-    stamp = int(time.time())
-    if record["kind"] == "deploy" and record.get("deployment_uid"):
-        data = {"deployment_uid": record["deployment_uid"], "service_uid": record["service_uid"],
-                "status": status, "timestamp": stamp}
-        if status == "completed":
-            data.update(message=f"{RESTARTED}; {message}", container_name=serving,
-                        deployment_version=record.get("version"))
-        else:
-            data.update(error=f"{RESTARTED}; {message}", code="internal")
-        return [("update_deployment_status", {k: v for k, v in data.items() if v is not None})]
-    if record["kind"] == "rollback":
-        data = {"service_uid": record["service_uid"], "status": "running" if status == "completed" else "failed",
-                "message": f"{RESTARTED}; {message}", "timestamp": stamp,
-                "rolled_back_to": record.get("rolled_back_to")}
-        if data["status"] == "failed":
-            data["code"] = "internal"
-        return [("rollback_status_update", {k: v for k, v in data.items() if v is not None})]
-    return []
+    return getattr(services, OWNERS[record["kind"]]).recover(record)
 
 
 def report(emit, record, result):

@@ -134,13 +134,13 @@ def test_restart_terminal_events_conform(tmp_path):
 
 def test_recovery_events_conform():
     from agent.services.database import service as database_service
-    from agent.worker import recovery
+    from agent.services.deploy import recovery as deploy_recovery
     deploy = {"kind": "deploy", "deployment_uid": "d", "service_uid": "s", "version": 3}
     for status in ("completed", "failed"):
-        for event, data in recovery._operation_events(deploy, status, "m", "web-1"):
+        for event, data in deploy_recovery.operation_events(deploy, status, "m", "web-1"):
             assert events.problems(event, data) is None
         rollback = {"kind": "rollback", "service_uid": "s", "rolled_back_to": "img:1"}
-        for event, data in recovery._operation_events(rollback, status, "m"):
+        for event, data in deploy_recovery.operation_events(rollback, status, "m"):
             assert events.problems(event, data) is None
     restore = {"phase": "safety_backup", "safety_backup_uid": "b", "service_uid": "s"}
     for event, data in database_service._safety_backup_failed(restore):

@@ -6,7 +6,7 @@ import os
 from agent.errors import AgentError
 from agent.protocol import envelope
 from agent.services import interrupted
-from agent.services.deploy.recovery import Outcome
+from agent.services.deploy.recovery import Outcome, result_of
 from agent.worker.main import Worker
 from agent.worker.outbox import CallLog
 from tests.unit.fakes import make_config
@@ -51,7 +51,8 @@ def test_interrupted_calls_and_operations_get_terminal_answers(tmp_path):
 
 
 class FakeDeploy:
-    """DeployService.recover as restart recovery sees it; records what it was given."""
+    """DeployService.recover as restart recovery sees it (the swap's Outcome made into its
+    Result); records what it was given."""
 
     def __init__(self, outcome, failures=0):
         self.outcome, self.failures, self.records = outcome, failures, []
@@ -61,7 +62,7 @@ class FakeDeploy:
         if self.failures:
             self.failures -= 1
             raise AgentError("unavailable", "docker daemon unreachable")
-        return self.outcome
+        return result_of(record, self.outcome)
 
 
 def _recover_with(worker, deploy):
@@ -173,7 +174,7 @@ def test_install_and_database_deploy_report_a_terminal_service_status(tmp_path):
     try:
         assert [r["operation_id"] for r in worker.recovery.pending] == ["install:web"]
         assert [r["operation_id"] for r in interrupted.load_all(cfg.state_dir)] == ["install:web"]
-        _recover_with(worker, FakeDeploy(None))
+        _recover_with(worker, worker.services.deploy)      # the real hook: install needs no engine
         frames = queued(worker)
     finally:
         worker.close()

@@ -8,7 +8,7 @@ logs and steps), ``fetch`` and ``streams`` (reading them back), ``images`` (name
 """
 
 from agent.errors import AgentError
-from agent.services.interrupted import PhaseLog
+from agent.services.interrupted import PhaseLog, Result
 from agent.services.deploy import fetch as fetch_module
 from agent.services.deploy import methods, recovery
 from agent.services.deploy import request as req
@@ -109,13 +109,17 @@ class DeployService:
             ctx.emit("update_docker_config", {"service_uid": service_uid, "dockerfile_paths": paths})
 
     def recover(self, record):
-        """Restart recovery of an interrupted deploy or rollback (docs/operations.md "Restart
-        recovery"): one version of the service is left; returns a recovery.Outcome. A deploy
-        the recovery finished gets its build-history entry. Raises AgentError (docker...)."""
+        """Restart hook (docs/operations.md, "Restart recovery") for an interrupted deploy,
+        rollback or install: one version of the service is left; returns an
+        interrupted.Result. A deploy the recovery finished gets its build-history entry.
+        Raises AgentError (docker...)."""
+        if record["kind"] == "install":
+            return Result("failed", "service.app.install interrupted: its build plan may be missing, run it again",
+                          {"recovery": "failed"})
         outcome = recovery.recover_swap(self.services, record)
         if outcome.status == "completed" and record.get("kind") == "deploy":
             recovery.complete_history(self.history, record)
-        return outcome
+        return recovery.result_of(record, outcome)
 
     def on_service_delete(self, service_uid, options):
         """service.delete takes part here: a compose project goes ``down --remove-orphans``

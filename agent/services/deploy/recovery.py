@@ -22,6 +22,7 @@ import gevent
 from agent import log
 from agent.errors import AgentError
 from agent.services.docker import CANDIDATE_SUFFIX, DEPLOYMENT_UID, labels_of, state_of, translate
+from agent.services.interrupted import RESTARTED, Result
 
 _log = log.get("deploy.recovery")
 NO_RETURN = ("switch_traffic", "cleanup", "done")
@@ -44,6 +45,38 @@ class Outcome:
         where = f"interrupted at phase {self.phase}" if self.phase else "interrupted before the container swap"
         verdict = "finished by restart recovery" if self.status == "completed" else "not applied"
         return f"{where}, {verdict}: {done}; {serves}"
+
+
+def result_of(record, outcome):
+    """The interrupted.Result of a recovered swap: the service's status, the call's answer
+    and the terminal event of the deploy or rollback."""
+    message = outcome.summary()
+    details = {"recovery": outcome.status, "serving_container": outcome.serving, "phase": outcome.phase,
+               "actions": outcome.actions}
+    status = "running" if outcome.serving else "failed"
+    return Result(status, message, details, operation_events(record, outcome.status, message, outcome.serving))
+
+
+def operation_events(record, status, message, serving=None):
+    """The terminal update_deployment_status / rollback_status_update of a recovered swap."""
+    stamp = int(time.time())
+    if record["kind"] == "deploy" and record.get("deployment_uid"):
+        data = {"deployment_uid": record["deployment_uid"], "service_uid": record["service_uid"],
+                "status": status, "timestamp": stamp}
+        if status == "completed":
+            data.update(message=f"{RESTARTED}; {message}", container_name=serving,
+                        deployment_version=record.get("version"))
+        else:
+            data.update(error=f"{RESTARTED}; {message}", code="internal")
+        return [("update_deployment_status", {k: v for k, v in data.items() if v is not None})]
+    if record["kind"] == "rollback":
+        data = {"service_uid": record["service_uid"], "status": "running" if status == "completed" else "failed",
+                "message": f"{RESTARTED}; {message}", "timestamp": stamp,
+                "rolled_back_to": record.get("rolled_back_to")}
+        if data["status"] == "failed":
+            data["code"] = "internal"
+        return [("rollback_status_update", {k: v for k, v in data.items() if v is not None})]
+    return []
 
 
 def recover_swap(services, record):
