@@ -5,6 +5,7 @@ import os
 from urllib.parse import urlsplit
 
 from agent.doctor.report import failed, passed
+from agent.values import rfc3339
 
 KEY_FILE, CERT_FILE, CA_FILE = "agent.key", "agent.crt", "ca.crt"
 ENROLL_HINT = ("enroll this host: put a fresh JOIN_TOKEN in the config and restart the agent, "
@@ -114,7 +115,7 @@ def _issued_by(cert, ca):
 
 
 def _iso(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(moment.timestamp(), precision="s")
 
 
 CHECKS = [("config", check_config), ("certificate", check_certificate)]

@@ -31,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from agent import config, exitcodes, log
 from agent.errors import ConfigError
 from agent.fsutil import atomic_write, fsync_dir
+from agent.values import rfc3339
 
 KEY_FILE, CERT_FILE, CA_FILE, META_FILE = "agent.key", "agent.crt", "ca.crt", "enrollment.json"
 DEFAULT_RENEWAL_ENDPOINT = "/api/agent/renew"
@@ -58,7 +59,7 @@ def _utcnow():
 
 
 def _iso(moment):
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(moment.timestamp(), precision="s")
 
 
 class Identity:

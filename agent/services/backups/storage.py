@@ -13,6 +13,7 @@ import os
 import secrets
 
 from agent.errors import AgentError
+from agent.fsutil import unlink_quietly
 from agent.services.backups import manifest as mf
 from agent.services.backups.streams import CHUNK, offload
 
@@ -157,10 +158,3 @@ def _copy_block(handle, fd):
     while view:
         view = view[os.write(fd, view):]
     return len(block)
-
-
-def unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

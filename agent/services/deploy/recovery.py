@@ -23,6 +23,7 @@ from agent import log
 from agent.errors import AgentError
 from agent.services.docker import CANDIDATE_SUFFIX, DEPLOYMENT_UID, labels_of, state_of, translate
 from agent.services.interrupted import RESTARTED, Result
+from agent.values import rfc3339
 
 _log = log.get("deploy.recovery")
 NO_RETURN = ("switch_traffic", "cleanup", "done")
@@ -206,7 +207,6 @@ def complete_history(history, record):
     pipeline would have written after the swap."""
     entry, plan = record.get("history"), record.get("plan")
     if isinstance(entry, dict):
-        history.record(record["service_uid"], dict(entry, deployed_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                     time.gmtime())))
+        history.record(record["service_uid"], dict(entry, deployed_at=rfc3339(precision="s")))
     if isinstance(plan, dict):
         history.save_plan(record["service_uid"], plan)

@@ -14,6 +14,7 @@ from agent.services.deploy import request as req
 from agent.services.deploy.logs import DeploymentLog, Steps
 from agent.services.deploy.swap import Release, Swap, mappings_env
 from agent.services.docker import translate
+from agent.values import rfc3339
 
 
 def select_target(history, request, active_image=None):
@@ -108,7 +109,7 @@ class Rollback:
         self._event("running", f"rolled back to {target['image_name']}", rolled_back_to=target["image_name"])
         return {"service_uid": self.uid, "rolled_back_to": target["image_name"], "container_id": swap["container"],
                 "container_name": swap["container_name"], "port": swap["port"],
-                "rollback_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "rollback_time": rfc3339(precision="s"),
                 "previous_version": swap["previous_image"] or "", "status": "running",
                 "commit_sha": target.get("commit_sha") or "", "commit_message": target.get("commit_message") or "",
                 "duration_seconds": round(time.monotonic() - started, 3)}
