@@ -1,4 +1,5 @@
-"""Backup throughput against `pg_dump | zstd -3`, measured in the same run (decisions 38, 39).
+"""Backup throughput against `pg_dump | zstd -3`, measured in the same run (the 1 GB
+run of docs/design.md, "Test sizes"; real numbers live in bench/, not in timing asserts).
 
 Starts a private dockerd (the integration harness), deploys the PostgreSQL stand-in through
 the agent's DatabaseService, generates --size-mb of table data server-side, then times:

@@ -1,4 +1,5 @@
-"""A ~256 MB PostgreSQL dump is streamed with flat memory (decisions 39: 1 GB runs in bench/)."""
+"""A ~256 MB PostgreSQL dump is streamed with flat memory (docs/design.md, "Test sizes": 1 GB runs in
+bench/)."""
 import subprocess
 import time
 
