@@ -10,7 +10,7 @@ own root-owned configuration: the checks here only refuse early.
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from agent.errors import AgentError
-from agent.handlers.operations_table import OPERATIONS, spec
+from agent.operations import OPERATIONS, spec
 from agent.protocol.fields import (
     USER_RE, NoArguments, RequestSchema, StrictBoolean, StrictInteger, StrictString, matching, printable)
 from agent.protocol.ipc import OP_AGENT_UNINSTALL, OP_SSH_KEYS_ADD, OP_SSH_KEYS_REMOVE

@@ -11,7 +11,7 @@ import re
 
 from marshmallow import ValidationError, validate, validates_schema
 
-from agent.handlers.operations_table import spec
+from agent.operations import spec
 from agent.protocol.fields import (RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, matching,
                                    printable)
 from agent.services.backups.pipeline import BackupJob

@@ -8,7 +8,7 @@ database service does the rest.
 
 from marshmallow import ValidationError, validate, validates_schema
 
-from agent.handlers.operations_table import spec
+from agent.operations import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, matching
 from agent.services.database.engines import DATABASE_RE, ENGINE_NAMES, USERNAME_RE
 from agent.services.database.provision import DeployRequest

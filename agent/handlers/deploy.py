@@ -12,7 +12,7 @@ import time
 from marshmallow import ValidationError, fields, post_load, pre_load, validate, validates_schema
 
 from agent.errors import AgentError
-from agent.handlers.operations_table import spec
+from agent.operations import spec
 from agent.protocol.fields import (FullMatch, RequestSchema, StrictBoolean, StrictInteger, StrictNumber,
                                    StrictString, Uid, printable)
 from agent.services.git import validate_branch, validate_sha

@@ -9,7 +9,7 @@ service lock and an operation id of its own.
 from marshmallow import ValidationError, validate, validates_schema
 
 from agent.errors import AgentError
-from agent.handlers.operations_table import spec
+from agent.operations import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictInteger, StrictString, Uid, printable
 
 UPSERT = ("add", "add_domain", "configure_domain", "upsert", "update", "update_domain")

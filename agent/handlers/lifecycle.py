@@ -5,7 +5,7 @@ Start, stop and restart share the ``lifecycle:<uid>`` operation, serialised per 
 (300 s / 1800 s); status is read-only and never waits.
 """
 
-from agent.handlers.operations_table import spec
+from agent.operations import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, Uid
 from agent.services.app.delete import Deletion
 from agent.services.app.lifecycle import Lifecycle

@@ -2,33 +2,14 @@
 
 A command is a name, a thin handler function ``func(ctx, request) -> dict``,
 the marshmallow schema its request is validated with before any greenlet is
-spawned, and for long-running commands an :class:`OperationSpec` (docs/commands.md,
-"Operations": operation id, serialisation key, deadline default and maximum).
+spawned, and for long-running commands an :class:`~agent.operations.OperationSpec`
+(docs/commands.md, "Operations": operation id, serialisation key, deadline default and maximum).
 """
 
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-
-@dataclass(frozen=True)
-class OperationSpec:
-    kind: str                                  # "deploy", "backup", ...
-    operation_id: Callable[[dict], str]        # request -> "deploy:<uid>"
-    timeout_default: object                    # seconds, or request -> seconds
-    timeout_max: float
-    lock_key: Optional[Callable[[dict], str]] = None  # request -> FIFO key, e.g. service uid
-    cancellable: bool = True
-    preempting: bool = False                   # service.delete cancels queued/running ops of its key
-    applies: Optional[Callable[[dict], bool]] = None  # request -> False: run as a plain read-only command
-    queued_event: Optional[Callable[[dict], tuple]] = None  # request -> (event, data) while it waits
-
-    def default_timeout(self, request):
-        value = self.timeout_default
-        return float(value(request) if callable(value) else value)
-
-    def for_request(self, request):
-        """This spec, or None when the request is a read-only form (e.g. domain `status`)."""
-        return self if self.applies is None or self.applies(request) else None
+from agent.operations import OperationSpec
 
 
 @dataclass(frozen=True)
@@ -71,8 +52,3 @@ class Registry:
 
     def __len__(self):
         return len(self._commands)
-
-
-def by_service(request):
-    """The usual serialisation key: the request's service_uid."""
-    return request["service_uid"]

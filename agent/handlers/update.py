@@ -2,7 +2,7 @@
 
 from marshmallow import validate
 
-from agent.handlers.operations_table import spec
+from agent.operations import spec
 from agent.protocol.fields import RequestSchema, StrictBoolean, StrictString
 
 # docs/commands.md, "Operations": update:agent, serialised per agent, 900 / 3600 s

@@ -66,20 +66,13 @@ class Dispatcher:
     def submit(self, name, request, func, spec, not_started=None):
         """Run ``func(ctx, request)`` as an operation the agent made itself, listed as ``name``
         (a scheduled backup, a restart recovery): same operation table, per-service FIFO,
-        deadline and cancel as a call. ``spec`` is an OperationSpec, or the name of a
-        registered command whose OperationSpec applies (``database.backup.create`` for a
-        scheduled backup). ``not_started(error)`` is called when the job ends before ``func``
-        ran (cancelled or expired while queued, refused, shutting down)."""
+        deadline and cancel as a call, under ``spec`` (an OperationSpec from
+        agent/operations.py). ``not_started(error)`` is called when the job ends before
+        ``func`` ran (cancelled or expired while queued, refused, shutting down)."""
         not_started = not_started or _log_not_started
         if self.draining:
             not_started(AgentError("unavailable", "agent is shutting down"))
             return
-        if isinstance(spec, str):
-            base = self.registry.get(spec)
-            if base is None or base.operation is None:
-                not_started(AgentError("failed_precondition", f"{spec} is not available on this agent"))
-                return
-            spec = base.operation
         started = []
 
         def run(ctx, req):

@@ -19,7 +19,7 @@ import gevent
 
 from agent import log
 from agent.errors import AgentError
-from agent.handlers.registry import OperationSpec
+from agent.operations import spec
 from agent.protocol import envelope, events
 from agent.services import interrupted
 from agent.services.deploy.recovery import operation_events
@@ -33,8 +33,7 @@ OWNERS = {"deploy": "deploy", "rollback": "deploy", "install": "deploy",
 KINDS = tuple(OWNERS)
 ATTEMPTS, RETRY_WAIT = 4, 5.0       # Docker may still be starting with the host
 COMMAND = "agent.restart_recovery"
-SPEC = OperationSpec("recovery", lambda r: f"recovery:{r['operation_id']}", 3600, 3600,
-                     lock_key=lambda r: r["service_uid"], cancellable=False)
+SPEC = spec(COMMAND, cancellable=False)    # agent/operations.py, AGENT_OPERATIONS
 
 
 class Recovery:

@@ -4,7 +4,7 @@ import gevent
 
 from agent import config
 from agent.handlers import build_registry
-from agent.handlers.registry import OperationSpec, by_service
+from agent.operations import OperationSpec, by_service
 from agent.protocol import envelope
 from agent.protocol.fields import RequestSchema, StrictNumber, Uid
 from agent.services import Services

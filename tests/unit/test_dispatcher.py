@@ -103,7 +103,7 @@ def _record_schema():
 
 
 def _record_spec():
-    from agent.handlers.registry import OperationSpec, by_service
+    from agent.operations import OperationSpec, by_service
     return OperationSpec("test", lambda r: f"record:{r['n']}", 30, 60, lock_key=by_service)
 
 
@@ -178,7 +178,7 @@ def test_restart_answers_interrupted_calls(tmp_path):
 
 
 def test_read_only_form_of_an_operation_command_never_waits(h):
-    from agent.handlers.registry import OperationSpec, by_service
+    from agent.operations import OperationSpec, by_service
     spec = OperationSpec("test", lambda r: f"rw:{r['service_uid']}", 60, 600, lock_key=by_service,
                          applies=lambda r: r["seconds"] > 0)
     h.dispatcher.registry.add("test.rw", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
@@ -199,7 +199,7 @@ def _sleepish():
 
 
 def test_per_request_default_timeout(h):
-    from agent.handlers.registry import OperationSpec
+    from agent.operations import OperationSpec
     spec = OperationSpec("test", lambda r: "pr", lambda r: 0.2 if r["seconds"] > 1 else 60, 600)
     h.dispatcher.registry.add("test.pr", lambda ctx, r: gevent.sleep(r["seconds"]) or {}, _sleepish(), operation=spec)
     h.call("p", "test.pr", {"service_uid": "s", "seconds": 5})
@@ -215,7 +215,7 @@ def test_unwrappable_command_is_unknown_through_the_wrapper(h):
 
 
 def test_waiting_operation_announces_its_queued_phase(h):
-    from agent.handlers.registry import OperationSpec, by_service
+    from agent.operations import OperationSpec, by_service
     spec = OperationSpec("test", lambda r: f"q:{r['seconds']}", 60, 600, lock_key=by_service,
                          queued_event=lambda r: ("update_deployment_status", {
                              "deployment_uid": "d", "service_uid": r["service_uid"], "status": "in_progress",

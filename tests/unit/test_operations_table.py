@@ -1,11 +1,11 @@
-"""The operations table (agent/handlers/operations_table.py) against the registry: every
+"""The operations table (agent/operations.py) against the registry: every
 command registered with an OperationSpec has a row, every row names a registered operation
 command, and each spec carries its row's kind, deadlines, id and lock key."""
 
 import pytest
 
 from agent.handlers import build_registry
-from agent.handlers.operations_table import OPERATIONS
+from agent.operations import OPERATIONS
 
 REGISTRY = build_registry()
 OPERATION_COMMANDS = sorted(name for name in REGISTRY.names() if REGISTRY.get(name).operation is not None)
@@ -58,3 +58,17 @@ def test_the_numbers_of_the_deadline_table():
     assert REGISTRY.get("service.delete").operation.preempting
     domain = REGISTRY.get("service.domain.manage").operation
     assert domain.for_request({"service_uid": "s1", "action": "status"}) is None
+
+
+def test_the_operations_the_agent_starts_itself():
+    """A scheduled backup and a restart recovery take their specs from the same table."""
+    from agent.operations import AGENT_OPERATIONS, spec
+    from agent.services.backups import runner
+    from agent.worker import recovery
+    assert set(AGENT_OPERATIONS) == {runner.COMMAND, recovery.COMMAND}
+    backup = spec(runner.COMMAND)
+    assert (backup.kind, backup.timeout_max, backup.default_timeout({})) == ("backup", 86400, 3600)
+    assert backup.operation_id({"backup_uid": "b1"}) == "backup:b1" and backup.lock_key({"service_uid": "s"}) == "s"
+    record = {"operation_id": "deploy:d1", "service_uid": "s"}
+    assert (recovery.SPEC.kind, recovery.SPEC.cancellable) == ("recovery", False)
+    assert recovery.SPEC.operation_id(record) == "recovery:deploy:d1" and recovery.SPEC.lock_key(record) == "s"

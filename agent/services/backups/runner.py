@@ -12,10 +12,10 @@ runs of one service apart.
 import time
 
 from agent.errors import AgentError
+from agent.operations import spec
 
-COMMAND = "database.backup.scheduled"       # the name operations.list shows
-BASE_COMMAND = "database.backup.create"     # whose OperationSpec (docs/commands.md, "Operations") applies
-TIMEOUT = 3600.0                            # docs/commands.md, "Operations" default of backups
+COMMAND = "database.backup.scheduled"       # the name operations.list shows; its row is in agent/operations.py
+SPEC = spec(COMMAND)
 
 
 class LocalRunner:
@@ -36,7 +36,7 @@ class LocalRunner:
 
     def _run(self, request, func):
         from agent.services.context import CallContext
-        ctx = CallContext(self.services, COMMAND, deadline=time.monotonic() + TIMEOUT,
+        ctx = CallContext(self.services, COMMAND, deadline=time.monotonic() + SPEC.default_timeout(request),
                           emit=self.services.events.emit)
         try:
             func(ctx, request)
@@ -62,4 +62,4 @@ class DispatcherRunner:
     def submit(self, request, func, not_started):
         """Queue ``func`` behind the service's other operations; ``not_started(error)`` when
         it never ran."""
-        self.jobs.submit(COMMAND, request, func, BASE_COMMAND, not_started)
+        self.jobs.submit(COMMAND, request, func, SPEC, not_started)

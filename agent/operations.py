@@ -3,14 +3,41 @@
 One row per command: the operation kind (the id is ``<kind>:<request[id_field]>``, or the
 fixed ``id_field`` text when it is no request field), the default and maximum deadline in
 seconds, and what it is serialised per (its lock key). Commands not listed here are plain
-commands with the fixed 30 s deadline. The handler modules take their
-:class:`~agent.handlers.registry.OperationSpec` from :func:`spec`; a unit test checks this table
-against the registry (tests/unit/test_operations_table.py).
+commands with the fixed 30 s deadline. The handler modules take their :class:`OperationSpec`
+from :func:`spec`, and so do the operations the agent starts itself (a scheduled backup, a
+restart recovery), which is why the table sits in the base layer beside the settings table
+(agent/config.py) rather than with the handlers. A unit test checks it against the registry
+(tests/unit/test_operations_table.py).
 """
 
-from typing import NamedTuple, Optional
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
 
-from agent.handlers.registry import OperationSpec, by_service
+
+@dataclass(frozen=True)
+class OperationSpec:
+    kind: str                                  # "deploy", "backup", ...
+    operation_id: Callable[[dict], str]        # request -> "deploy:<uid>"
+    timeout_default: object                    # seconds, or request -> seconds
+    timeout_max: float
+    lock_key: Optional[Callable[[dict], str]] = None  # request -> FIFO key, e.g. service uid
+    cancellable: bool = True
+    preempting: bool = False                   # service.delete cancels queued/running ops of its key
+    applies: Optional[Callable[[dict], bool]] = None  # request -> False: run as a plain read-only command
+    queued_event: Optional[Callable[[dict], tuple]] = None  # request -> (event, data) while it waits
+
+    def default_timeout(self, request):
+        value = self.timeout_default
+        return float(value(request) if callable(value) else value)
+
+    def for_request(self, request):
+        """This spec, or None when the request is a read-only form (e.g. domain `status`)."""
+        return self if self.applies is None or self.applies(request) else None
+
+
+def by_service(request):
+    """The usual serialisation key: the request's service_uid."""
+    return request["service_uid"]
 
 
 class Row(NamedTuple):
@@ -39,13 +66,18 @@ OPERATIONS = {
     "server.ssh_key.add": Row("ssh_key", "user", 60, 300, "id"),
     "server.ssh_key.remove": Row("ssh_key", "user", 60, 300, "id"),
 }
-REQUEST_FIELDS = frozenset({"deployment_uid", "service_uid", "backup_uid", "command_id", "user"})
+# Operations the agent starts itself (through the dispatcher's job port), listed like calls.
+AGENT_OPERATIONS = {
+    "database.backup.scheduled": Row("backup", "backup_uid", 3600, 86400, "service"),
+    "agent.restart_recovery": Row("recovery", "operation_id", 3600, 3600, "service"),
+}
+REQUEST_FIELDS = frozenset({"deployment_uid", "service_uid", "backup_uid", "command_id", "user", "operation_id"})
 
 
 def spec(command, **extra):
     """The OperationSpec of ``command`` from its row; ``extra`` sets the other fields
     (``preempting``, ``applies``, ``queued_event``, a per-request ``timeout_default``)."""
-    row = OPERATIONS[command]
+    row = OPERATIONS.get(command) or AGENT_OPERATIONS[command]
     operation_id = _operation_id(row)
     fields = {"timeout_default": row.default, **extra}
     return OperationSpec(row.kind, operation_id, timeout_max=row.maximum,
