@@ -37,6 +37,7 @@ class Services:
         self.events = events or EventSink()
         self.ipc = ipc            # supervisor IPC client, None when unavailable
         self.status = status      # callable -> dict of connection/outbox figures
+        self.docker_events = None  # the events watcher, once start() runs
         self.group = gevent.pool.Group()
 
     def spawn(self, name, func, *args):

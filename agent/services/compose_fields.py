@@ -8,9 +8,10 @@ through :meth:`Scope.path`: resolved with symlinks, inside the clone, never in `
 import os
 
 from agent.errors import AgentError
+from agent.services.docker.labels import NETWORK
 
 POLICY_ENV = "PULSEUP_COMPOSE_ALLOW_PRIVILEGED"
-PROXY_NETWORK = "pulseup-net"
+PROXY_NETWORK = NETWORK     # the agent's network, pulseup-net
 MAX_MESSAGE = 400
 RESERVED_PREFIX = "pulseup-"   # the agent's names on pulseup-net: pulseup-caddy, pulseup-db-<uid>...
 BUILD_KEYS = {"context", "dockerfile", "dockerfile_inline", "args", "labels", "target", "shm_size",

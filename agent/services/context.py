@@ -21,7 +21,7 @@ class CallContext:
         self.command = command
         self.call_id = call_id
         self.deadline = deadline          # time.monotonic() value, or None
-        self.operation = operation        # agent.worker.operations.Operation, or None
+        self.operation = operation        # the dispatcher's Job of an operation (agent/worker/operations.py), or None
         self._emit = emit
         self._call_server = call_server
         self._cleanups = []

@@ -36,6 +36,10 @@ class Link:
         self._stopping = False
 
     # -- public ----------------------------------------------------------
+    def use_identity(self, identity):
+        """Connect with ``identity`` (a renewed certificate) from the next connection on."""
+        self.identity = identity
+
     def status(self):
         """Figures for monitoring.status (docs/commands.md)."""
         return {"connection": {"state": self.state, "since": self.since, "reconnects": self.reconnects},

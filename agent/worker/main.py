@@ -86,7 +86,7 @@ class Worker:
 
     def _on_renewed(self, identity):
         """Use the new certificate from the next connect; reconnect at a quiet moment."""
-        self.link.identity = identity
+        self.link.use_identity(identity)
         remaining = (identity.not_after.timestamp() - time.time())
         self.services.spawn("renewal-reconnect", self._reconnect_when_quiet, min(QUIET_WAIT_MAX, remaining / 2))
 
@@ -146,7 +146,7 @@ def _hardware_event(services):
     except Exception:  # hardware info must not stop the connection
         _log.exception("cannot collect hardware info")
         return None
-    return services.system.register_payload(info) if hasattr(services.system, "register_payload") else info
+    return services.system.register_payload(info)
 
 
 def _check_transport(cfg):
