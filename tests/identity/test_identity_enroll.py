@@ -13,7 +13,7 @@ from agent import exitcodes
 from agent.devserver.ca import CertificateAuthority
 from agent.worker import enroll as exchanges
 from agent.worker.identity import EnrollmentError, enroll, ensure_identity, load_identity
-from conftest import authenticate, cert_dir_entries
+from tests.identity.idsupport import authenticate, cert_dir_entries
 
 
 def test_enroll_with_pin_stores_an_identity_that_authenticates(server, cfg, hardware_info, caplog):

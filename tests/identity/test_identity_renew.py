@@ -10,7 +10,7 @@ from agent import exitcodes
 from agent.devserver.server import DevServer
 from agent.services import Services
 from agent.worker.identity import EnrollmentError, Renewer, enroll, load_identity, renew
-from conftest import authenticate, cert_dir_entries
+from tests.identity.idsupport import authenticate, cert_dir_entries
 
 
 @pytest.fixture

@@ -4,24 +4,21 @@ One proxy per module (a Caddy container starts in about a second); every test ge
 service uids and domains, and app containers are removed after each test.
 """
 import shutil
-import socket
-import ssl
 import tempfile
 
 import pytest
-from harness import free_port, wait_until
+from harness import free_port
 
 from agent import config
 from agent.services import Services
 from agent.services.caddy.container import NAME as PROXY_NAME
-from agent.services.caddy.tls import local_root_path
 
 
 class Events:
     def __init__(self):
         self.items = []
 
-    def __call__(self, event, data, durable):
+    def __call__(self, event, data):
         self.items.append((event, data))
 
     def of(self, event):
@@ -87,35 +84,3 @@ def _remove(client, name):
         client.containers.get(name).remove(force=True)
     except docker.errors.NotFound:
         pass
-
-
-def http_get(cfg, host, path="/", timeout=5.0):
-    """(status, body, headers) of a plain HTTP request to the proxy's published port."""
-    import requests
-
-    response = requests.get(f"http://127.0.0.1:{cfg.caddy_http_port}{path}",
-                            headers={"Host": host}, timeout=timeout, allow_redirects=False)
-    return response.status_code, response.text, response.headers
-
-
-def https_get(cfg, host, path="/", timeout=5.0):
-    """(status line, body) over TLS with SNI `host`, verified against Caddy's local root."""
-    context = ssl.create_default_context(cafile=local_root_path(f"{cfg.state_dir}/caddy/data"))
-    with socket.create_connection(("127.0.0.1", cfg.caddy_https_port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=host) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while True:
-                chunk = tls.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode(), body.decode()
-
-
-def wait_for_body(cfg, host, expected, timeout=20.0):
-    def check():
-        status, body, _ = http_get(cfg, host)
-        return status == 200 and body.strip() == expected
-    wait_until(check, f"{host} serving {expected}", timeout=timeout)

@@ -5,7 +5,7 @@ import os
 
 import gevent
 import pytest
-from conftest import http_get, https_get, wait_for_body
+from tests.integration.proxy.proxysupport import http_get, https_get, wait_for_body
 from harness import wait_until
 
 from agent.errors import AgentError

@@ -4,7 +4,7 @@ import os
 import shutil
 
 import pytest
-from conftest import http_get, wait_for_body
+from tests.integration.proxy.proxysupport import http_get, wait_for_body
 
 from agent.errors import AgentError
 from agent.services.compose import ComposeService

@@ -1,17 +1,14 @@
 """Helpers of the proxy + deploy end-to-end tests: an agent that runs deploy, domain and
 lifecycle commands through the real dispatcher, and HTTP(S) requests to its Caddy.
 
-The agent pattern follows tests/integration/deploy/conftest.py, the request helpers
-tests/integration/proxy/conftest.py.
+The agent pattern follows tests/integration/deploy/conftest.py; HTTPS requests are
+tests/integration/proxy/proxysupport.py's.
 """
-import socket
-import ssl
-
 import gevent
 import requests
 
-from agent.services.caddy.tls import local_root_path
 from tests.integration.harness.agentkit import InProcessAgent
+from tests.integration.proxy.proxysupport import https_get  # noqa: F401 (the tests import it from here)
 
 MODULES = ("agent.handlers.lifecycle", "agent.handlers.deploy", "agent.handlers.domains")
 HTTP = requests.Session()
@@ -29,19 +26,6 @@ def http_get(cfg, host, path="/", timeout=5.0, fresh_connection=False):
     response = HTTP.get(f"http://127.0.0.1:{cfg.caddy_http_port}{path}", headers=headers,
                         timeout=timeout, allow_redirects=False)
     return response.status_code, response.text
-
-
-def https_get(cfg, host, path="/", timeout=5.0):
-    """(status line, body) over TLS with SNI ``host``, verified against Caddy's local root."""
-    context = ssl.create_default_context(cafile=local_root_path(f"{cfg.state_dir}/caddy/data"))
-    with socket.create_connection(("127.0.0.1", cfg.caddy_https_port), timeout=timeout) as raw:
-        with context.wrap_socket(raw, server_hostname=host) as tls:
-            tls.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
-            data = b""
-            while chunk := tls.recv(65536):
-                data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head.split(b"\r\n")[0].decode(), body.decode()
 
 
 def body_of(cfg, host):
