@@ -134,7 +134,7 @@ class CountingSink:
     def __init__(self):
         self.count = 0
 
-    def emit(self, event, data, durable=True):
+    def emit(self, event, data):
         if event == "container_log" and data["type"] == "log":
             self.count += data["message"].count("\n") + 1
 

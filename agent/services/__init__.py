@@ -17,16 +17,16 @@ from agent.protocol import events
 
 
 class EventSink:
-    """Where services push events outside a call: ``target(event, data, durable)``, the
+    """Where services push events outside a call: ``target(event, data)``, the
     dispatcher's ``emit`` in the worker (None: events are checked and dropped)."""
 
     def __init__(self, target=None):
         self.target = target
 
-    def emit(self, event, data, durable=True):
+    def emit(self, event, data):
         events.check_if_strict(event, data)    # tests: a fake target sees checked events
         if self.target is not None:
-            self.target(event, data, durable)
+            self.target(event, data)
 
 
 class Services:

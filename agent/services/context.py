@@ -27,12 +27,12 @@ class CallContext:
         self._cleanups = []
         self.secrets = []
 
-    def emit(self, event, data, durable=True):
+    def emit(self, event, data):
         """Push an event to the control plane. Its schema and whether it waits in the outbox
-        while disconnected come from agent/protocol/events.py; ``durable`` is ignored."""
+        while disconnected come from agent/protocol/events.py."""
         events.check_if_strict(event, data)    # tests: a fake emit target sees checked events
         if self._emit is not None:
-            self._emit(event, data, durable)
+            self._emit(event, data)
 
     def call_server(self, event, data, timeout=30.0):
         """An agent -> server call (docs/commands.md, "Agent -> server calls"); raises AgentError(unavailable)."""

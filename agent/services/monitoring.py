@@ -192,12 +192,12 @@ class MonitoringService:
                 _log.warning("alert: %s", alert["message"])
             if not notify.get("websocket_event", True):
                 continue
-            self.services.events.emit("monitoring_alert", alert, True)
+            self.services.events.emit("monitoring_alert", alert)
             if rule["metric_type"] == "container_down" and not alert["resolved"]:
                 self.services.events.emit("container_stopped", {
                     "container_id": alert["container_id"], "container_name": alert["container_name"],
                     "timestamp": alert["timestamp"], "alert_id": alert["id"],
-                    "severity": alert["severity"], "message": alert["message"]}, True)
+                    "severity": alert["severity"], "message": alert["message"]})
         if any(not alert["resolved"] for _, alert in alerts):
             self._save()
 

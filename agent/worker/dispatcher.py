@@ -303,8 +303,9 @@ class Dispatcher:
         self.calls.finish(call_id, fitted[0])
         self.outbox.put_outbound(fitted, key=call_id)
 
-    def emit(self, event, data, durable=None):
-        """``durable`` is ignored: the event catalogue decides (agent/protocol/events.py)."""
+    def emit(self, event, data):
+        """Queue (durable) or send if connected (droppable) an event, as the event catalogue
+        says (agent/protocol/events.py)."""
         frame, durable = events.prepare(event, data)   # encoded strictly where it is queued
         if durable:
             self.outbox.put(frame)

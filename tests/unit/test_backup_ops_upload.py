@@ -35,7 +35,7 @@ class Env:
 
     def ctx(self):
         return CallContext(self.services, "database.backup.download",
-                           emit=lambda e, d, durable: self.events.append((e, d)))
+                           emit=lambda e, d: self.events.append((e, d)))
 
     def statuses(self):
         return [d["status"] for e, d in self.events if e == "backup_download_status"]

@@ -92,7 +92,7 @@ def env(tmp_path):
                                     caddy_https_port=8443, caddy_http_port=8080)
     events = []
     sink = EventSink()
-    sink.target = lambda event, data, durable: events.append((event, data))
+    sink.target = lambda event, data: events.append((event, data))
     docker = FakeDocker()
     docker.containers["svc"] = [FakeContainer("pulseup-app-svc-v0001")]
     service = CaddyService(cfg, docker, sink, tls_check_delays=(0.01,))

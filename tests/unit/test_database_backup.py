@@ -12,6 +12,7 @@ import zstandard
 
 from agent import config
 from agent.errors import AgentError
+from agent.protocol.events import CATALOGUE
 from agent.services.context import CallContext
 from agent.services.backups import manifest, pipeline as backup
 from agent.services.database import engines, restore
@@ -117,7 +118,7 @@ def events():
 
 @pytest.fixture
 def ctx(events):
-    return CallContext(None, "database.backup.create", emit=lambda e, d, durable: events.append((e, d, durable)))
+    return CallContext(None, "database.backup.create", emit=lambda e, d: events.append((e, d, CATALOGUE[e].durable)))
 
 
 def responder(dump_frames, code=0, version=b"15.8\n"):

@@ -109,7 +109,7 @@ class _Owner:
         self.events = []
         self.services = type("S", (), {})()
         self.services.events = EventSink()
-        self.services.events.target = lambda event, data, durable: self.events.append(data)
+        self.services.events.target = lambda event, data: self.events.append(data)
         self.services.status = None
         self.services.spawn = lambda name, func: gevent.spawn(func)
         self.running = running

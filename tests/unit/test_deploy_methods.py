@@ -114,7 +114,7 @@ def test_plan_record_per_method(tmp_path):
 
 def test_nixpacks_config_is_reported_on_the_first_clone_only():
     events = []
-    ctx = CallContext(None, "test", emit=lambda event, data, durable: events.append((event, data)))
+    ctx = CallContext(None, "test", emit=lambda event, data: events.append((event, data)))
     nix = methods.Method("nixpacks", "/x", nixpacks_plan={"providers": ["node"]})
     assert methods.report_nixpacks(ctx, "svc", nix, {"fresh": True}, {"build_method": "nixpacks"})
     assert methods.report_nixpacks(ctx, "svc", nix, {"fresh": False}, {"build_method": "dockerfile"})

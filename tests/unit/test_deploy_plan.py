@@ -4,6 +4,7 @@ import os
 import pytest
 
 from agent.errors import AgentError
+from agent.protocol.events import CATALOGUE
 from agent.handlers import deploy as handlers
 from agent.services.context import CallContext
 from agent.protocol.fields import load_request
@@ -191,7 +192,7 @@ def test_heartbeat_runs_until_stopped(monkeypatch):
 
     monkeypatch.setattr(pipeline, "HEARTBEAT_INTERVAL", 0.02)
     events = []
-    ctx = CallContext(None, "service.app.deploy", emit=lambda e, d, durable: events.append((e, d, durable)))
+    ctx = CallContext(None, "service.app.deploy", emit=lambda e, d: events.append((e, d, CATALOGUE[e].durable)))
     services = type("S", (), {"spawn": staticmethod(lambda name, func: gevent.spawn(func))})()
     reporter = pipeline.Reporter(services, ctx, "svc", "dep")
     reporter.start_heartbeat()

@@ -22,7 +22,7 @@ def events():
 
 @pytest.fixture
 def life(docker_service, events):
-    return Lifecycle(docker_service, lambda e, d, durable: events.append((e, d)), poll=0.01)
+    return Lifecycle(docker_service, lambda e, d: events.append((e, d)), poll=0.01)
 
 
 def statuses(events):
@@ -74,7 +74,7 @@ def test_start_fails_when_the_container_exits(life, fake_client, events):
 
 def test_start_gives_up_at_the_deadline(docker_service, fake_client, events):
     app(fake_client, "web", 1, state="exited", health="starting")
-    life = Lifecycle(docker_service, lambda e, d, durable: events.append((e, d)),
+    life = Lifecycle(docker_service, lambda e, d: events.append((e, d)),
                      remaining=lambda: 0.05, poll=0.01)
     with pytest.raises(AgentError) as info:
         life.start("web")

@@ -90,12 +90,12 @@ def test_strict_mode_refuses_to_send(tmp_path):
     assert h.outbox.peek() is None and h.direct == []
 
 
-def test_durability_comes_from_the_catalogue_not_the_caller(tmp_path):
+def test_durability_comes_from_the_catalogue(tmp_path):
     h = Harness(tmp_path)
     status = {"service_uid": "s", "status": "running", "timestamp": "2026-01-01T00:00:00Z"}
-    h.dispatcher.emit("update_service_status", status, durable=False)
+    h.dispatcher.emit("update_service_status", status)
     beat = {"deployment_uid": "d", "timestamp": 1}
-    h.dispatcher.emit("deployment_heartbeat", beat, durable=True)
+    h.dispatcher.emit("deployment_heartbeat", beat)
     head = h.outbox.peek()
     assert envelope.decode(head[1]).raw == {"type": "event", "event": "update_service_status", "data": status}
     assert h.direct == [{"type": "event", "event": "deployment_heartbeat", "data": beat}]
@@ -105,11 +105,11 @@ def test_call_context_and_event_sink_check_in_strict_mode():
     from agent.services.context import CallContext
     from agent.services import EventSink
     seen = []
-    ctx = CallContext(None, "test", emit=lambda e, d, durable: seen.append(e))
+    ctx = CallContext(None, "test", emit=lambda e, d: seen.append(e))
     with pytest.raises(EventSchemaError):
         ctx.emit("update_docker_config", {"service_uid": "s"})
     sink = EventSink()
-    sink.target = lambda e, d, durable: seen.append(e)
+    sink.target = lambda e, d: seen.append(e)
     with pytest.raises(EventSchemaError):
         sink.emit("container_log", {"service_uid": "s"})
     assert seen == []

@@ -196,7 +196,7 @@ def test_alert_listener_may_query_the_service_without_deadlock(monitor, services
     seen = []
 
     class Listener:
-        def emit(self, event, data, durable=True):
+        def emit(self, event, data):
             seen.append((event, monitor.status()["active_alerts"], monitor.container_metrics()))
 
     services.events = Listener()

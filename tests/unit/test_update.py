@@ -218,7 +218,7 @@ def test_config_updated_switches_auto_update_in_memory(service):
     services = FakeServices()
     service.start(services)
     assert services.spawned == []              # AUTO_UPDATE_CHECK defaults to false
-    ctx = CallContext(services, "agent.config_updated", emit=lambda e, d, durable: None)
+    ctx = CallContext(services, "agent.config_updated", emit=lambda e, d: None)
     request = load_request(handlers.ConfigUpdated(), {"auto_updates_enabled": True})
     assert handlers.config_updated(ctx, request) == {}
     assert service.auto_check and service.auto_apply and services.spawned == ["auto-update"]

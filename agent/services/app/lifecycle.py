@@ -25,7 +25,7 @@ STABLE_SECONDS = 2.0
 
 
 class Lifecycle:
-    """Lifecycle actions on one DockerService; ``emit(event, data, durable)`` publishes
+    """Lifecycle actions on one DockerService; ``emit(event, data)`` publishes
     events and ``check()`` raises when the calling operation is cancelled or past its
     deadline. Every method raises AgentError."""
 
@@ -45,7 +45,7 @@ class Lifecycle:
         if message:
             data["message"] = message
         self.docker.record_status(service_uid, status)
-        self.emit("update_service_status", data, True)
+        self.emit("update_service_status", data)
 
     # -- start / restart --------------------------------------------------------------
 

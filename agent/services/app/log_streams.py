@@ -183,7 +183,7 @@ class LogStream:
                 "timestamp": int(time.time()), "container_name": self.container.name}
         if stream is not None:
             data["stream"] = stream
-        self.services.events.emit("container_log", data, durable=False)
+        self.services.events.emit("container_log", data)
 
     def _info(self, message):
         self._emit("info", message)

@@ -66,7 +66,7 @@ class Progress:
                 "percent": percent, "message": message, "status": "in_progress"}
         if bytes_done is not None:
             data["bytes_done"] = bytes_done
-        self.ctx.emit("backup_progress_update", data, durable=False)
+        self.ctx.emit("backup_progress_update", data)
 
     def bytes(self, done):
         now = time.monotonic()

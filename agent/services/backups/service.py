@@ -242,16 +242,16 @@ class HeldEvents:
     def __getattr__(self, name):
         return getattr(self._ctx, name)
 
-    def emit(self, event, data, durable=True):
+    def emit(self, event, data):
         if event == "backup_status_update" and data.get("backup_uid") == self._backup_uid:
             if data.get("status") == "in_progress":
                 self._started = True
             elif data.get("status") == "completed":
-                self._held = (event, data, durable)
+                self._held = (event, data)
                 return
             else:
                 self._ended = True
-        self._ctx.emit(event, data, durable)
+        self._ctx.emit(event, data)
 
     def release(self):
         if self._held is not None and not self._ended:

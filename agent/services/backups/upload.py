@@ -224,7 +224,7 @@ class _Progress:
         data = {"backup_uid": self.backup_uid, "service_uid": self.service_uid, "status": status,
                 "bytes_total": self.total}
         data.update(extra)
-        self.ctx.emit("backup_download_status", data, durable=True)
+        self.ctx.emit("backup_download_status", data)
 
     def restart(self):
         self.done = 0

@@ -285,7 +285,7 @@ class CaddyService:
                 data["checked_at" if key == "last_checked" else key] = record[key]
         if error:
             data["error"] = error
-        self.events.emit("domain_status_update", data, True)
+        self.events.emit("domain_status_update", data)
 
     def close(self):
         for name in list(self._checks):

@@ -49,7 +49,7 @@ def service_status(ctx, service_uid, status, message=None, error=None):
         data["message"] = message
     if error:
         data["error"] = error
-    ctx.emit("update_service_status", data, durable=True)
+    ctx.emit("update_service_status", data)
 
 
 def deploy(ctx, adapter, cfg, req):

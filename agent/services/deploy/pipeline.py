@@ -55,7 +55,7 @@ class Reporter:
         while True:
             gevent.sleep(HEARTBEAT_INTERVAL)
             self.ctx.emit("deployment_heartbeat", {"deployment_uid": self.deployment_uid,
-                                                   "timestamp": int(time.time())}, durable=False)
+                                                   "timestamp": int(time.time())})
 
 
 class DeployPipeline:

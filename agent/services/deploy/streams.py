@@ -184,7 +184,7 @@ class DeployLogStream:
                 "timestamp": int(time.time()), "sequence": self.sequence, **fields}
         data.setdefault("start_offset", self.offsets["build"] + self.offsets["deploy"])
         data.setdefault("end_offset", data["start_offset"])
-        self.services.events.emit("deployment_log_chunk", data, True)
+        self.services.events.emit("deployment_log_chunk", data)
 
 
 class DeployLogStreams:

@@ -119,7 +119,7 @@ class EventsWatcher:
         }
         if "exitCode" in attrs:
             data["exit_code"] = str(attrs["exitCode"])
-        self.services.events.emit("container_stopped", data, True)
+        self.services.events.emit("container_stopped", data)
 
     def _service_status(self, container_id, status, attrs):
         service_uid = attrs.get(SERVICE_UID)
@@ -144,7 +144,7 @@ class EventsWatcher:
             data = {"service_uid": service_uid, "status": status, "timestamp": rfc3339()}
             if error:
                 data["error"] = error
-            self.services.events.emit("update_service_status", data, True)
+            self.services.events.emit("update_service_status", data)
 
     def _is_primary(self, service_uid, container_id, attrs, status):
         """Is this the service's active (or database) container, as far as ``status`` goes?"""

@@ -27,7 +27,7 @@ def _services(cfg):
 
 
 def _ctx(services, events):
-    return CallContext(services, "database.backup.download", emit=lambda e, d, durable: events.append((e, d)))
+    return CallContext(services, "database.backup.download", emit=lambda e, d: events.append((e, d)))
 
 
 def _sha256(path):

@@ -56,7 +56,7 @@ def run(registry, services):
     """run(command, data) -> reply data, through the command's schema like the dispatcher."""
     def call(name, data=None):
         command = registry.get(name)
-        ctx = CallContext(services, name, emit=lambda e, d, durable: services.events.emit(e, d, durable))
+        ctx = CallContext(services, name, emit=lambda e, d: services.events.emit(e, d))
         return command.func(ctx, load_request(command.schema, data or {}))
     return call
 

@@ -17,7 +17,7 @@ class Sink:
     def __init__(self):
         self.events = []
 
-    def emit(self, event, data, durable=True):
+    def emit(self, event, data):
         self.events.append((event, data))
 
     def named(self, name):

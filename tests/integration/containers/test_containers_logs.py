@@ -98,7 +98,7 @@ class CountingSink:
     def __init__(self):
         self.next, self.events, self.errors = 1, 0, []
 
-    def emit(self, event, data, durable=True):
+    def emit(self, event, data):
         if event != "container_log" or data["type"] != "log":
             return
         self.events += 1

@@ -65,7 +65,7 @@ class Recorder:
 
     def ctx(self, command="test"):
         return CallContext(self.services, command,
-                           emit=lambda event, data, durable: self.events.append((event, data)))
+                           emit=lambda event, data: self.events.append((event, data)))
 
     def of(self, event):
         return [data for name, data in self.events if name == event]

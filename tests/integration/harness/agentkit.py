@@ -23,7 +23,7 @@ class InProcessAgent:
         self.server_calls = []
         self.env_vars = {}
         self.outbox = Outbox(cfg.state_dir)
-        sink = EventSink(lambda event, data, durable: self.events.append((event, data)))
+        sink = EventSink(lambda event, data: self.events.append((event, data)))
         self.dispatcher = Dispatcher(cfg, build_registry(modules), lambda jobs: Services(cfg, sink, jobs=jobs), self.outbox,
                                      CallLog(cfg.state_dir), self._direct, self._call_server)
         self.services = self.dispatcher.services
