@@ -22,6 +22,7 @@ import gevent.lock
 from agent import log
 from agent.errors import AgentError
 from agent.services.buildkit import BuildKit
+from agent.services.docker import sdk
 from agent.services.docker import translate
 
 _log = log.get("build")
@@ -113,7 +114,7 @@ class BuildService:
         return reason
 
     def _classic(self, context_dir, dockerfile, tags, build_args, on_line, ctx):
-        context = gevent.get_hub().threadpool.apply(_tar_context, (context_dir, dockerfile))
+        context = gevent.get_hub().threadpool.apply(sdk.build_context, (context_dir, dockerfile))
         try:
             image_id = self._run(context, dockerfile, tags[0], build_args, on_line, ctx)
         finally:
@@ -136,20 +137,6 @@ class BuildService:
                 # cancellation kills this greenlet inside the read; closing the stream drops the
                 # connection, which makes the engine abort the build
                 stream.close()
-
-
-def _tar_context(context_dir, dockerfile):
-    """The build context as docker-py's APIClient.build makes it (.dockerignore honoured)."""
-    from docker import utils
-    from docker.api.build import process_dockerfile
-
-    exclude = None
-    ignore = os.path.join(context_dir, ".dockerignore")
-    if os.path.exists(ignore):
-        with open(ignore, encoding="utf-8", errors="replace") as handle:
-            exclude = [line.strip() for line in handle.read().splitlines()
-                       if line.strip() and not line.strip().startswith("#")]
-    return utils.tar(context_dir, exclude=exclude, dockerfile=process_dockerfile(dockerfile, context_dir))
 
 
 def _consume(stream, on_line):

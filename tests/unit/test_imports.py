@@ -113,3 +113,19 @@ def test_services_never_reach_up(forbidden):
     """Imports flow handlers -> services; what a service needs from the worker (the job port,
     the identity loader) is handed in when it is built (docs/design.md)."""
     assert offenders(("services",), forbidden) == []
+
+
+def test_only_the_docker_adapter_imports_docker_py():
+    """docker-py itself (client, types, utils) is reached through services/docker/ only; the
+    devserver, a separate program, builds its demo images with it directly."""
+    allowed = (ROOT / "services" / "docker", ROOT / "devserver")
+    importing = []
+    for path in sorted(ROOT.rglob("*.py")):
+        if any(place in path.parents for place in allowed):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else [])
+            if any(name == "docker" or name.startswith("docker.") for name in names):
+                importing.append(f"{path.relative_to(ROOT.parent)}:{node.lineno}")
+    assert importing == []

@@ -16,6 +16,7 @@ import gevent
 
 from agent import log
 from agent.errors import AgentError
+from agent.services.docker import sdk
 from agent.services.docker import (
     COMPONENT, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID, VERSION, image_present, labels_of,
     state_of, translate)
@@ -128,8 +129,6 @@ class ProxyContainer:
             container.remove(force=True)
 
     def _create(self):
-        import docker.types
-
         want = self.desired()
         self._ensure_image(want["image"])
         with translate(f"container {NAME}"):
@@ -139,8 +138,7 @@ class ProxyContainer:
                 ports={port: int(host) for port, host in want["ports"].items()},
                 volumes={src: {"bind": dst, "mode": "rw"} for src, dst in want["mounts"].items()},
                 restart_policy={"Name": "unless-stopped"}, network=NETWORK,
-                log_config=docker.types.LogConfig(
-                    type="json-file", config={"max-size": "10m", "max-file": "3"}))
+                log_config=sdk.bounded_logs())
 
     def _ensure_image(self, image):
         if image_present(self.docker.client.api, image, f"image {image}"):

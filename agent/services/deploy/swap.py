@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import gevent
 
 from agent.errors import AgentError
+from agent.services.docker import sdk
 from agent.services.docker import (CANDIDATE_SUFFIX, COMMIT_SHA, DEPLOYMENT_UID, MANAGED, NETWORK, SERVICE_UID,
                                    VERSION, state_of, translate, version_of)
 from agent.services.deploy.gate import ReadinessGate
@@ -167,13 +168,11 @@ class Swap:
         self.steps.finish("deploy_container", metadata=self._metadata())
 
     def _create_options(self):
-        from docker.types import LogConfig
-
         release = self.release
         options = dict(
             environment=container_env(release.env, release.port_mappings), labels=self._labels(),
             network=NETWORK, restart_policy={"Name": "unless-stopped"}, detach=True,
-            log_config=LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}))
+            log_config=sdk.bounded_logs())
         ports = {}
         for mapping in release.port_mappings:
             if mapping["external"] > 0:
