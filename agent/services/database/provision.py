@@ -13,7 +13,7 @@ from typing import Optional
 from agent import log
 from agent.errors import AgentError
 from agent.services.database import engines, ports
-from agent.services.docker import NETWORK, image_present, translate
+from agent.services.docker import NETWORK, image_present, sdk, translate
 from agent.values import rfc3339
 from agent.services.database.target import container_env, container_name, volume_name
 
@@ -141,7 +141,7 @@ def _create_container(adapter, engine, req, image, address, port, username, data
             binds={volume_name(req.service_uid): {"bind": engine.data_dir, "mode": "rw"}},
             port_bindings={engine.port: (address, port)},
             restart_policy={"Name": "unless-stopped"},
-            log_config={"Type": "json-file", "Config": {"max-size": "10m", "max-file": "3"}})
+            log_config=sdk.bounded_logs())
         networking = api.create_networking_config({NETWORK: api.create_endpoint_config(aliases=[name])})
         created = api.create_container(
             image, name=name, command=engine.command, labels=labels, ports=[engine.port],
