@@ -13,12 +13,15 @@ import time
 
 from agent import log
 from agent.errors import AgentError
+from agent.fsutil import atomic_write
 from agent.values import rfc3339
-from agent.worker.journal import atomic_write
+from agent.worker.recovery import OWNERS
 
 _log = log.get("operations")
 MAX_QUEUED_PER_KEY = 16
-RECOVERED_KINDS = ("deploy", "backup", "restore", "install", "rollback", "database_deploy")
+# kinds recorded in operations.json for a restart: those recovery acts on, and backups
+# (reported failed, their partial files removed; docs/operations.md, "Restart recovery")
+RECOVERED_KINDS = ("backup", *OWNERS)
 
 
 class Job:
