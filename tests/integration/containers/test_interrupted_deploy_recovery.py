@@ -23,6 +23,11 @@ def _names(docker_client, uid):
     return sorted(c.name for c in found)
 
 
+def _outcome(result):
+    """(status, serving container, phase) of a recovered swap, from its Result's details."""
+    return result.details["recovery"], result.details["serving_container"], result.details["phase"]
+
+
 def _gone(docker_client, container):
     with pytest.raises(docker.errors.NotFound):
         docker_client.containers.get(container.id)
@@ -32,9 +37,9 @@ def test_no_record_candidate_removed_and_stopped_previous_restarted(services, ma
     previous = make_app(uid, 1)
     previous.stop(timeout=1)                  # single-slot: the old version was stopped first
     candidate = make_app(uid, 2, candidate=True)
-    outcome = DeployService(services).recover({"kind": "deploy", "operation_id": "deploy:x", "service_uid": uid,
+    result = DeployService(services).recover({"kind": "deploy", "operation_id": "deploy:x", "service_uid": uid,
                                                "deployment_uid": "x", "phase": None})
-    assert (outcome.status, outcome.serving) == ("failed", previous.name)
+    assert _outcome(result)[:2] == ("failed", previous.name)
     _gone(docker_client, candidate)
     previous.reload()
     assert previous.status == "running"
@@ -47,13 +52,13 @@ def test_before_the_switch_the_previous_version_serves(services, make_app, docke
     if phase != "deploy_container":
         previous.stop(timeout=1)
     candidate = make_app(uid, 2, candidate=True)
-    outcome = DeployService(services).recover(_record(uid, phase, previous, candidate))
-    assert (outcome.status, outcome.serving, outcome.phase) == ("failed", previous.name, phase)
+    result = DeployService(services).recover(_record(uid, phase, previous, candidate))
+    assert _outcome(result) == ("failed", previous.name, phase)
     _gone(docker_client, candidate)
     previous.reload()
     assert previous.status == "running"
     assert _names(docker_client, uid) == [previous.name]
-    assert f"{previous.name} serves" in outcome.summary()
+    assert f"{previous.name} serves" in result.message
 
 
 @pytest.mark.parametrize("phase, renamed", [("switch_traffic", False), ("switch_traffic", True),
@@ -63,9 +68,9 @@ def test_past_the_switch_a_running_candidate_is_finished(services, make_app, doc
     candidate = make_app(uid, 2, candidate=not renamed)
     deploy = DeployService(services)
     record = dict(_record(uid, phase, previous, candidate), history={"image_name": "img:2", "commit_sha": "ab"})
-    outcome = deploy.recover(record)
+    result = deploy.recover(record)
     final = f"pulseup-app-{uid}-v0002"
-    assert (outcome.status, outcome.serving) == ("completed", final)
+    assert _outcome(result)[:2] == ("completed", final)
     _gone(docker_client, previous)
     candidate.reload()
     assert (candidate.name, candidate.status) == (final, "running")
@@ -78,8 +83,8 @@ def test_past_the_switch_a_dead_candidate_switches_back(services, make_app, dock
     previous.stop(timeout=1)
     candidate = make_app(uid, 2, script="exit 3")
     candidate.wait(timeout=30)
-    outcome = DeployService(services).recover(_record(uid, "switch_traffic", previous, candidate, kind="rollback"))
-    assert (outcome.status, outcome.serving) == ("failed", previous.name)
+    result = DeployService(services).recover(_record(uid, "switch_traffic", previous, candidate, kind="rollback"))
+    assert _outcome(result)[:2] == ("failed", previous.name)
     _gone(docker_client, candidate)
     previous.reload()
     assert previous.status == "running"
