@@ -177,19 +177,19 @@ def outbound(frame):
 
     Checked before anything is queued or journaled (docs/protocol.md, "Outbound frames"): a
     response that cannot be encoded, or exceeds 512 KiB, becomes an ``internal`` error for its
-    call_id; such an event is dropped (logged once per event name, counted in ``unencodable``),
-    an oversized one replaced by a short error event.
+    call_id; such an event is dropped (logged once per event name, counted in ``unencodable``):
+    a stand-in under the event's name would break that event's schema on the control plane.
     """
     try:
         data = encode(frame)
     except EncodeError as exc:
-        return _replacement(frame, f"could not be encoded: {exc}", dropped=True)
+        return _replacement(frame, f"could not be encoded: {exc}")
     if len(data) > MAX_OUTBOUND_BYTES:
-        return _replacement(frame, "exceeds 512 KiB", dropped=False)
+        return _replacement(frame, "exceeds 512 KiB")
     return frame, data
 
 
-def _replacement(frame, problem, dropped):
+def _replacement(frame, problem):
     kind = frame.get("type") if isinstance(frame, dict) else None
     if kind == "response":
         error = response_frame(frame.get("call_id"), False, None, f"internal error: reply {problem}", "internal")
@@ -198,14 +198,10 @@ def _replacement(frame, problem, dropped):
         error = legacy_response(False, None, f"internal error: reply {problem}", "internal")
         return error, encode(error)
     name = str(frame.get("event") or kind)
-    if dropped:
-        if not unencodable[name]:
-            _log.error("dropping outbound %s %s: %s", kind, name, problem)
-        unencodable[name] += 1
-        return None
-    _log.error("dropping oversized %s event", name)
-    replaced = event_frame(name, {"error": "event exceeded 512 KiB and was dropped"})
-    return replaced, encode(replaced)
+    if not unencodable[name]:
+        _log.error("dropping outbound %s %s: %s", kind, name, problem)
+    unencodable[name] += 1
+    return None
 
 
 def _describe_unencodable(obj, exc, path="$"):

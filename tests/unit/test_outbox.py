@@ -134,6 +134,18 @@ def test_unencodable_frames_never_reach_the_journal(tmp_path):
     assert frames[0]["data"]["code"] == "internal" and "$.data.data.name" in frames[0]["data"]["error"]
 
 
+def test_an_oversized_event_is_dropped_and_counted_an_oversized_reply_answered(tmp_path):
+    big = "x" * (envelope.MAX_OUTBOUND_BYTES + 1)
+    before = envelope.unencodable["update_docker_config"]
+    outbox = Outbox(str(tmp_path))
+    assert outbox.put(envelope.event_frame("update_docker_config", {"service_uid": "s", "f": big})) is False
+    outbox.put(envelope.response_frame("c8", True, {"logs": big}), key="c8")
+    outbox.close()
+    frames = drain(Outbox(str(tmp_path)))
+    assert [f["call_id"] for f in frames] == ["c8"] and frames[0]["data"]["code"] == "internal"
+    assert envelope.unencodable["update_docker_config"] == before + 1
+
+
 def test_call_log_replay_skips_malformed_records(tmp_path):
     (tmp_path / "calls.journal").write_text("\n".join([
         json.dumps({"c": "a", "s": "run", "t": 1.0}),
