@@ -7,18 +7,9 @@ import re
 import pytest
 import requests
 
-from agent.devserver.server import DevServer
 from tests.devserver.devserver_client import TestAgent, enroll
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-@pytest.fixture
-def devserver(tmp_path):
-    server = DevServer(str(tmp_path / "dev"), listen="127.0.0.1:0", auth_timeout=5)
-    server.start()
-    yield server
-    server.stop()
 
 
 class Client:

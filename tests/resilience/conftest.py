@@ -7,7 +7,6 @@ import collections
 import gevent
 import pytest
 
-from agent.devserver.server import DevServer
 from agent.protocol.fields import RequestSchema, StrictNumber
 from agent.worker.identity import enroll
 from agent.worker.main import Worker
@@ -32,14 +31,6 @@ class CountingRegistry:
         self.runs[ctx.call_id] += 1
         gevent.sleep(request["seconds"])
         return {"slept": request["seconds"]}
-
-
-@pytest.fixture
-def devserver(tmp_path):
-    server = DevServer(str(tmp_path / "dev"), listen="127.0.0.1:0", auth_timeout=5)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

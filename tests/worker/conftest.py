@@ -3,19 +3,10 @@
 import gevent
 import pytest
 
-from agent.devserver.server import DevServer
 from agent.services.system import SystemService
 from agent.worker.identity import enroll
 from agent.worker.main import Worker
 from tests.unit.fakes import make_config, test_registry
-
-
-@pytest.fixture
-def devserver(tmp_path):
-    server = DevServer(str(tmp_path / "dev"), listen="127.0.0.1:0", auth_timeout=5)
-    server.start()
-    yield server
-    server.stop()
 
 
 def agent_config(tmp_path, devserver, **overrides):

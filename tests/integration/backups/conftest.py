@@ -13,17 +13,8 @@ if _DB not in sys.path:
 from harness import require_service  # noqa: E402
 
 from agent import config  # noqa: E402
-from agent.devserver.server import DevServer  # noqa: E402
 from agent.services.system import SystemService  # noqa: E402
 from agent.worker.identity import enroll  # noqa: E402
-
-
-@pytest.fixture
-def devserver(tmp_path):
-    server = DevServer(str(tmp_path / "dev"), listen="127.0.0.1:0", auth_timeout=5)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

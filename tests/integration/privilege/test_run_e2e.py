@@ -17,15 +17,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from agent import exitcodes
-from agent.devserver.server import DevServer
-
-
-@pytest.fixture
-def devserver(tmp_path):
-    server = DevServer(str(tmp_path / "dev"), listen="127.0.0.1:0", auth_timeout=5)
-    server.start()
-    yield server
-    server.stop()
 
 
 def owned_dir(path, user):
