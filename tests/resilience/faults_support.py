@@ -340,6 +340,15 @@ def remove_service(env, uid):
         volume.remove(force=True)
 
 
+def postgres_with(env, worker, uid, sql):
+    """Deploy a PostgreSQL database through the worker and run ``sql`` in it; its container."""
+    deployed = worker.call("database.deploy", {"service_uid": uid, "type": "postgresql", "password": DB_PASSWORD})
+    assert deployed["success"], deployed
+    container = env.client.containers.get(f"pulseup-db-{uid}")
+    exec_ok(container, ["psql", "-U", "admin", "-d", "app", "-q", "-c", sql])
+    return container
+
+
 def exec_ok(container, argv):
     """stdout of ``argv`` run in ``container``; AssertionError with its output when it fails."""
     result = container.exec_run(argv)

@@ -143,11 +143,7 @@ def test_restore_killed_at_phase(fault_env, home, devserver, phase):
     worker = fs.WorkerProcess(home, devserver, DB_IMAGE_POSTGRESQL=env.image("postgresql"))
     try:
         worker.start()
-        deployed = worker.call("database.deploy", {"service_uid": uid, "type": "postgresql",
-                                                   "password": fs.DB_PASSWORD})
-        assert deployed["success"], deployed
-        container = env.client.containers.get(f"pulseup-db-{uid}")
-        fs.exec_ok(container, ["psql", "-U", "admin", "-d", "app", "-qc", "CREATE TABLE t AS SELECT 1 AS id"])
+        container = fs.postgres_with(env, worker, uid, "CREATE TABLE t AS SELECT 1 AS id")
         old = worker.call("database.backup.create", {"service_uid": uid, "backup_uid": "old-1"})
         assert old["success"], old
         fs.exec_ok(container, ["psql", "-U", "admin", "-d", "app", "-qc", "INSERT INTO t VALUES (2), (3)"])

@@ -119,11 +119,7 @@ def test_sigkill_during_backup(fault_env, home, devserver):
     dump_pid = None
     try:
         worker.start()
-        deployed = worker.call("database.deploy", {"service_uid": uid, "type": "postgresql",
-                                                   "password": fs.DB_PASSWORD})
-        assert deployed["success"], deployed
-        container = env.client.containers.get(f"pulseup-db-{uid}")
-        fs.exec_ok(container, ["psql", "-U", "admin", "-d", "app", "-q", "-c", POPULATE])
+        container = fs.postgres_with(env, worker, uid, POPULATE)
         good = _backup(worker, uid, "good-1")
         kept = {path: _sha(path) for path in (good["backup_path"], good["manifest_path"])}
 
