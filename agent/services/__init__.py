@@ -67,9 +67,12 @@ class Services:
             log.get("proxy").warning("could not re-apply the proxy configuration: %s", exc.message)
 
     def close(self, timeout=5.0):
-        for service in list(self.__dict__.values()):
-            close = getattr(service, "close", None)
-            if close is not None and service is not self:
+        """Close the services built so far, the events watcher and the IPC client, then stop
+        the background loops."""
+        built = [self.__dict__[name] for name in _built_lazily(type(self)) if name in self.__dict__]
+        for part in built + [self.docker_events, self.ipc]:
+            close = getattr(part, "close", None)
+            if close is not None:
                 close()
         self.group.kill(timeout=timeout)
 
@@ -137,3 +140,9 @@ class Services:
     def update(self):
         from agent.services.update import UpdateService
         return UpdateService(self.cfg, ipc=self.ipc)
+
+
+def _built_lazily(cls):
+    """The names of the services a Services class builds on first use."""
+    return [name for klass in cls.__mro__ for name, value in vars(klass).items()
+            if isinstance(value, cached_property)]
