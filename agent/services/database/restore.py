@@ -18,7 +18,7 @@ import gevent.pool
 
 from agent import log
 from agent.errors import AgentError
-from agent.services.backups import manifest as mf, pipeline as backup
+from agent.services.backups import manifest as mf, pipeline
 from agent.services.database import provision
 from agent.services.docker.exec import ExecStream
 from agent.services.docker import translate
@@ -94,9 +94,9 @@ def _run(ctx, adapter, cfg, target, path, safety_backup, journal):
     _phase(journal, "safety_backup", safety_backup_uid=safety_uid)
     safety_path = None
     if safety_backup:
-        job = backup.BackupJob(target.service_uid, safety_uid,
-                               database=manifest["database"], backup_type="pre_restore")
-        safety_path = backup.run(ctx, adapter, cfg, target, job)["backup_path"]
+        job = pipeline.BackupJob(target.service_uid, safety_uid,
+                                 database=manifest["database"], backup_type="pre_restore")
+        safety_path = pipeline.run(ctx, adapter, cfg, target, job)["backup_path"]
     _phase(journal, "restoring", safety_backup_path=safety_path)
     provision.service_status(ctx, target.service_uid, "deploying", message="Restoring database from backup")
     try:
@@ -134,7 +134,7 @@ def _failed(ctx, target, exc, safety_path):
 def _restore_stream(ctx, adapter, target, path, manifest, writing=lambda: None):
     """Feed the decompressed dump to the restore tool's stdin; check its exit and the size."""
     script = target.engine.restore_script(manifest["database"], manifest["format"])
-    decoder, stderr, sent = Decoder(path, manifest["compression"]), backup.StderrTail(), 0
+    decoder, stderr, sent = Decoder(path, manifest["compression"]), pipeline.StderrTail(), 0
     group = gevent.pool.Group()
     try:
         with ExecStream(adapter, target.name, script, stdin=True) as stream:
