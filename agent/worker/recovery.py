@@ -42,7 +42,7 @@ class Recovery:
     def __init__(self, state_dir, operations, calls, outbox):
         self.state_dir = state_dir
         self.calls, self.outbox = calls, outbox
-        self.interrupted = operations
+        self.operations = operations        # the previous process's operations.json
         self.pending = _merge(state_dir, interrupted.load_all(state_dir), operations)
 
     def handles(self, operation):
@@ -54,15 +54,15 @@ class Recovery:
 
     def settle(self, services):
         """Answer the interrupted calls no recovery owns (``internal``, docs/protocol.md,
-        "Delivery"), let each service's ``recover`` hook clean up after its interrupted
-        operations, and queue the terminal event of every operation not recovered later."""
+        "Delivery"), let the backups service remove the partial files of interrupted backups
+        and restores, and queue the terminal event of every operation not recovered later."""
         error = AgentError("internal", RESTARTED)
         for call_id in self.calls.interrupted:
             if self.owns_call(call_id):
                 self.calls.start(call_id)       # answered by its recovery, even after another crash
                 continue
             self.answer(call_id, envelope.error_response(call_id, error))
-        for record in self.interrupted:
+        for record in self.operations:
             backup_failed = services.backups.recover(record, RESTARTED)   # partial files go
             if self.handles(record):
                 continue
